@@ -50,11 +50,16 @@ class FusionCache:
     def num_past(self) -> int:
         return 0 if not self.k or self.k[0] is None else int(self.k[0].shape[2])
 
-    def truncate(self, num_past: int, next_position: int) -> None:
-        """Forget timesteps after the first ``num_past`` kept ones (used to re-roll a horizon)."""
-        self.k = [None if k is None or num_past == 0 else k[:, :, :num_past] for k in self.k]
-        self.v = [None if v is None or num_past == 0 else v[:, :, :num_past] for v in self.v]
-        self.next_position = next_position
+    def drop_last(self, num: int) -> None:
+        """Forget the newest ``num`` timesteps (speculative rows of a horizon about to be re-rolled)."""
+        if num <= 0:
+            return
+        if num > self.num_past:
+            raise ValueError(f"cannot drop {num} timesteps from a cache holding {self.num_past}")
+        keep = self.num_past - num
+        self.k = [None if k is None or keep == 0 else k[:, :, :keep] for k in self.k]
+        self.v = [None if v is None or keep == 0 else v[:, :, :keep] for v in self.v]
+        self.next_position -= num
 
     def clone(self, window: int | None = None) -> "FusionCache":
         """A cache that shares the stored tensors but can grow independently (optionally another window)."""
