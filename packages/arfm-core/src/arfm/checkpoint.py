@@ -28,7 +28,7 @@ MODEL_FILE, EMA_FILE, CONFIG_FILE, STATE_FILE = "model.safetensors", "ema.safete
 
 def save_checkpoint(
     out_dir: str | Path,
-    model: TrackShiftFlowPredictor,
+    model: torch.nn.Module,
     ema_model: torch.nn.Module | None = None,
     training_state: dict[str, Any] | None = None,
     train_config: TrainConfig | None = None,
@@ -38,7 +38,7 @@ def save_checkpoint(
 
     Args:
         out_dir: the checkpoint directory (replaced if it exists).
-        model: the trained (unwrapped) model.
+        model: the trained (unwrapped) model; its dataclass ``config`` is saved, with its class name.
         ema_model: its EMA copy, saved as ``ema.safetensors`` and used by default for sampling.
         training_state: optimiser/scheduler/RNG state for ``--resume`` (``torch.save``-able).
         train_config: saved in ``config.json`` for the record.
@@ -57,6 +57,7 @@ def save_checkpoint(
         meta = {
             "format_version": FORMAT_VERSION,
             "step": int(step),
+            "kind": type(model).__name__,
             "model": config_to_dict(model.config),
             "train": config_to_dict(train_config) if train_config is not None else None,
         }
@@ -72,8 +73,9 @@ def save_checkpoint(
     return out_dir
 
 
-def read_checkpoint_config(ckpt_dir: str | Path) -> dict[str, Any]:
-    """The parsed ``config.json`` of a checkpoint, with clear errors for missing/corrupt files."""
+def read_checkpoint_config(ckpt_dir: str | Path, expected_kind: str | None = None) -> dict[str, Any]:
+    """The parsed ``config.json`` of a checkpoint, with clear errors for missing/corrupt files
+    and for a checkpoint of another model kind than ``expected_kind``."""
     ckpt_dir = Path(ckpt_dir)
     path = ckpt_dir / CONFIG_FILE
     if not ckpt_dir.is_dir():
@@ -86,16 +88,24 @@ def read_checkpoint_config(ckpt_dir: str | Path) -> dict[str, Any]:
         raise ValueError(f"checkpoint config '{path}' is not valid JSON: {exc}") from exc
     if meta.get("format_version") != FORMAT_VERSION:
         raise ValueError(f"checkpoint '{ckpt_dir}' has format_version {meta.get('format_version')}, expected {FORMAT_VERSION}")
+    if expected_kind is not None and meta.get("kind") != expected_kind:
+        raise ValueError(f"checkpoint '{ckpt_dir}' holds a {meta.get('kind')}, not a {expected_kind}")
     return meta
 
 
 def load_model(ckpt_dir: str | Path, device: str | torch.device = "cpu", use_ema: bool = True) -> TrackShiftFlowPredictor:
-    """Rebuild the model from its saved config and load weights (EMA ones when present and asked for)."""
+    """Rebuild the track predictor from its saved config and load weights (EMA ones when present and asked for)."""
     ckpt_dir = Path(ckpt_dir)
-    meta = read_checkpoint_config(ckpt_dir)
+    meta = read_checkpoint_config(ckpt_dir, expected_kind=TrackShiftFlowPredictor.__name__)
     model = TrackShiftFlowPredictor(model_config_from_dict(meta["model"]))
+    return load_weights(model, ckpt_dir, use_ema).to(device).eval()
+
+
+def load_weights(model: torch.nn.Module, ckpt_dir: str | Path, use_ema: bool = True) -> torch.nn.Module:
+    """Load a checkpoint's weights into a model built from its config."""
+    ckpt_dir = Path(ckpt_dir)
     weights = ckpt_dir / (EMA_FILE if use_ema and (ckpt_dir / EMA_FILE).is_file() else MODEL_FILE)
     if not weights.is_file():
         raise FileNotFoundError(f"checkpoint '{ckpt_dir}' has no weights file {weights.name}")
     load_safetensors_into(model, str(weights), strict=True)
-    return model.to(device).eval()
+    return model

@@ -13,7 +13,7 @@ import math
 import random
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Literal
+from typing import Callable, Iterator, Literal
 
 import numpy as np
 import torch
@@ -65,7 +65,7 @@ def run_training(
     resume: bool = False,
     show_progress: bool = True,
 ) -> Path:
-    """Train and return the final checkpoint directory (``<out_dir>/checkpoint``).
+    """Train the track predictor and return the final checkpoint directory (``<out_dir>/checkpoint``).
 
     Args:
         model_config, train_config: what to train and how.
@@ -73,6 +73,24 @@ def run_training(
         out_dir: run directory (checkpoint, tensorboard logs).
         resume: continue from ``<out_dir>/checkpoint`` if it exists.
         show_progress: tqdm bar on the main process.
+    """
+    return fit(lambda: TrackShiftFlowPredictor(model_config), dataset, collate_windows, train_config, out_dir, resume, show_progress)
+
+
+def fit(
+    build_model: Callable[[], torch.nn.Module],
+    dataset: Dataset,
+    collate_fn: Callable,
+    train_config: TrainConfig,
+    out_dir: str | Path,
+    resume: bool = False,
+    show_progress: bool = True,
+) -> Path:
+    """The training loop shared by every model of the package.
+
+    ``build_model()`` returns a module whose ``forward(batch)`` is the loss and which has a
+    dataclass ``config`` (saved with the checkpoint). It is called after seeding, so the
+    initialisation is reproducible.
     """
     from accelerate import Accelerator
     from accelerate.utils import set_seed
@@ -88,13 +106,13 @@ def run_training(
         raise ValueError(f"dataset has {len(dataset)} windows, fewer than one batch of {per_process}")
     set_seed(train_config.seed)
 
-    model = TrackShiftFlowPredictor(model_config)
+    model = build_model()
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=train_config.lr, weight_decay=train_config.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(train_config.warmup_steps))
     sampler = EpochShuffleSampler(len(dataset), train_config.seed)
     loader = DataLoader(
-        dataset, batch_size=per_process, sampler=sampler, collate_fn=collate_windows, num_workers=train_config.num_workers, drop_last=True
+        dataset, batch_size=per_process, sampler=sampler, collate_fn=collate_fn, num_workers=train_config.num_workers, drop_last=True
     )
     # EMA of the trainable weights (frozen backbones are identical in both copies).
     ema = EMA(model, beta=train_config.ema_decay, update_every=train_config.ema_update_every, update_after_step=0, include_online_model=False)
