@@ -1,0 +1,71 @@
+"""Benchmark 4 (issue 5): training samples/s and rollout points x steps / s.
+
+    python benchmarks/bench_throughput.py --presets tiny base [--device cuda] [--dtype bf16]
+
+Training: full optimiser steps (forward, backward, AdamW) on synthetic windows of
+``--points`` points, one conditioning frame and ``--horizon`` steps. Rollout: KV-cached
+sampling of ``--points`` points x ``--horizon`` steps, 16 Euler steps per step.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+
+from common import build_model, machine, markdown_table, timed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--presets", nargs="+", default=["tiny"])
+    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--points", type=int, default=100)
+    parser.add_argument("--horizon", type=int, default=50)
+    parser.add_argument("--train-steps", type=int, default=3)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--dtype", default="fp32", choices=["fp32", "bf16"])
+    args = parser.parse_args()
+
+    from arfm.data.batch import collate_windows
+    from arfm.data.synthetic import MovingShapesDataset
+
+    autocast = torch.autocast(device_type=args.device.split(":")[0], dtype=torch.bfloat16, enabled=args.dtype == "bf16")
+    rows = []
+    for preset in args.presets:
+        model = build_model(preset, device=args.device, horizon=args.horizon, max_points=args.points)
+        data = MovingShapesDataset(length=args.batch, num_points=args.points, horizon=args.horizon, fixed_cond_frames=1)
+        batch = collate_windows([data[i] for i in range(args.batch)]).to(args.device)
+        model.train()
+        opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
+
+        def train_step() -> None:
+            with autocast:
+                loss = model.loss(batch)
+            loss.backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+
+        train_s = timed(train_step, args.device, repeats=args.train_steps, warmup=1)
+        model.eval()
+        frames, observed = batch.frames[:1, :1], batch.tracks[:1, :, :1]
+
+        def rollout() -> None:
+            with autocast:
+                model.sample(frames, observed, [""], horizon=args.horizon)
+
+        roll_s = timed(rollout, args.device, repeats=2, warmup=1)
+        rows.append({
+            "preset": preset,
+            "dtype": args.dtype,
+            "batch": args.batch,
+            "train_samples_per_s": args.batch / train_s,
+            "rollout_points_steps_per_s": args.points * args.horizon / roll_s,
+            "rollout_s": roll_s,
+        })
+    print(f"Throughput, {args.points} points x {args.horizon} steps ({machine()})\n")
+    print(markdown_table(rows, ["preset", "dtype", "batch", "train_samples_per_s", "rollout_points_steps_per_s", "rollout_s"]))
+
+
+if __name__ == "__main__":
+    main()

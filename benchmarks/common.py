@@ -1,0 +1,90 @@
+"""Helpers shared by the benchmark scripts: model presets, timing, peak memory, FLOPs, tables.
+
+Benchmarks report ratios measured in one run on one machine; nothing here is asserted in tests.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import multiprocessing as mp
+import platform
+import resource
+import time
+from typing import Any, Callable
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from arfm.config import ModelConfig, tiny_model_config
+from arfm.model import TrackShiftFlowPredictor
+
+
+def build_model(preset: str, device: str = "cpu", **overrides: Any) -> TrackShiftFlowPredictor:
+    """Random-weight model of a preset (``tiny`` or ``base``); the zero-initialised output layer is
+    perturbed so sampled shifts are not trivially zero."""
+    cfg = tiny_model_config(**overrides) if preset == "tiny" else dataclasses.replace(ModelConfig(), **overrides)
+    torch.manual_seed(0)
+    model = TrackShiftFlowPredictor(cfg).to(device).eval()
+    with torch.no_grad():
+        model.head.final.linear.weight.normal_(std=0.02)
+    return model
+
+
+def synchronize(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def timed(fn: Callable[[], Any], device: str = "cpu", repeats: int = 1, warmup: int = 0) -> float:
+    """Median wall-clock seconds of ``fn`` over ``repeats`` runs after ``warmup`` runs."""
+    for _ in range(warmup):
+        fn()
+    synchronize(device)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        synchronize(device)
+        times.append(time.perf_counter() - start)
+    return sorted(times)[len(times) // 2]
+
+
+def count_flops(fn: Callable[[], Any]) -> int:
+    """Floating-point operations of one call (matmuls and attention, as torch counts them)."""
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return int(counter.get_total_flops())
+
+
+def _child(target: Callable[..., dict], kwargs: dict, queue: "mp.Queue") -> None:
+    result = target(**kwargs)
+    result["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    queue.put(result)
+
+
+def in_subprocess(target: Callable[..., dict], **kwargs: Any) -> dict:
+    """Run ``target(**kwargs) -> dict`` in a fresh process so its peak RSS is its own."""
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    proc = ctx.Process(target=_child, args=(target, kwargs, queue))
+    proc.start()
+    result = queue.get()
+    proc.join()
+    return result
+
+
+def markdown_table(rows: list[dict], columns: list[str]) -> str:
+    """Rows of dicts -> a markdown table with the given columns."""
+    def cell(v: Any) -> str:
+        return f"{v:.3g}" if isinstance(v, float) else str(v)
+
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(cell(r.get(c, "")) for c in columns) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def machine() -> str:
+    """One line naming the hardware the numbers came from."""
+    if torch.cuda.is_available():
+        return f"{torch.cuda.get_device_name(0)}, torch {torch.__version__}"
+    return f"CPU {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}"
