@@ -17,7 +17,6 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "label": ("arfm.labelling.cli", "pseudo-label videos with a point tracker into a training set"),
     "eval": ("arfm.evaluation.cli", "evaluate predictors: Tables 1 and 5 of the paper"),
     "train-query": ("arfm.query.train", "train the query-information predictor (paper §3.3)"),
-    "bench": ("arfm.bench", "run the speed/memory benchmarks"),
     "viz": ("arfm.viz", "draw tracks of a labelled clip or a prediction file"),
 }
 
