@@ -7,13 +7,12 @@ leaves a half-written checkpoint. Loading needs nothing but the folder.
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
+
+from arfm.atomic import atomic_dir
 
 from integrations.chois.configuration_chois import chois_config_from_dict, chois_config_to_dict
 from integrations.chois.modeling_chois import ChoisModel
@@ -27,21 +26,11 @@ def _trainable_state(model: ChoisModel) -> dict[str, torch.Tensor]:
 def save_checkpoint(out_dir: str | Path, model: ChoisModel, optimizer: torch.optim.Optimizer | None = None, step: int = 0) -> Path:
     """Write a checkpoint folder atomically; returns its path."""
     out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}."))
-    try:
+    with atomic_dir(out_dir) as tmp:
         save_file(_trainable_state(model), str(tmp / "model.safetensors"))
         (tmp / "config.json").write_text(json.dumps(chois_config_to_dict(model.config), indent=2))
         if optimizer is not None:
             torch.save({"optimizer": optimizer.state_dict(), "step": step}, tmp / "training_state.pt")
-        old = out_dir.with_name(f".{out_dir.name}.old")
-        if out_dir.exists():
-            os.replace(out_dir, old)
-        os.replace(tmp, out_dir)
-        shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out_dir
 
 

@@ -11,13 +11,13 @@ x0 in the last steps (hand-object contact, object above the floor, feet on the f
 
 from __future__ import annotations
 
-import hashlib
 import math
 
 import torch
 import torch.nn as nn
 from track_encoder import TrackEncoder
 
+from arfm.backbones.text import ClipTextEncoder, HashedTextEncoder
 from arfm.coords import pixels_to_normalized
 from integrations.chois.configuration_chois import ChoisConfig
 from integrations.chois.representation import CONTACTS, MOTION_DIM, condition_mask, unpack_motion
@@ -38,44 +38,6 @@ def sinusoidal(positions: torch.Tensor, dim: int) -> torch.Tensor:
     freqs = torch.exp(-math.log(10000.0) * torch.arange(half, device=positions.device) / half)
     angles = positions.float()[..., None] * freqs
     return torch.cat([angles.sin(), angles.cos()], dim=-1)
-
-
-class HashedTextEncoder(nn.Module):
-    """Tiny preset text feature: mean of embeddings of md5-hashed lowercase words."""
-
-    def __init__(self, vocab: int, dim: int) -> None:
-        super().__init__()
-        self.vocab = vocab
-        self.embed = nn.EmbeddingBag(vocab, dim, mode="mean")
-
-    def forward(self, captions: list[str]) -> torch.Tensor:
-        ids, offsets = [], []
-        for caption in captions:
-            offsets.append(len(ids))
-            words = caption.lower().replace(".", " ").replace(",", " ").split() or ["<empty>"]
-            ids += [int(hashlib.md5(w.encode()).hexdigest(), 16) % self.vocab for w in words]
-        device = self.embed.weight.device
-        return self.embed(torch.tensor(ids, device=device), torch.tensor(offsets, device=device))
-
-
-class ClipTextEncoder(nn.Module):
-    """CLIP ViT-B/32 text tower (open_clip), frozen; weights from a local file or random."""
-
-    def __init__(self, model_name: str, checkpoint: str | None) -> None:
-        super().__init__()
-        import open_clip
-        from pathlib import Path
-
-        if checkpoint is not None and not Path(checkpoint).is_file():
-            raise FileNotFoundError(f"CLIP weights not found at {checkpoint} (ChoisConfig.clip_checkpoint); download the open_clip {model_name} weights and pass their local path")
-        self.model = open_clip.create_model(model_name, pretrained=checkpoint)
-        self.tokenizer = open_clip.get_tokenizer(model_name)
-        self.model.requires_grad_(False)
-
-    def forward(self, captions: list[str]) -> torch.Tensor:
-        tokens = self.tokenizer(captions).to(next(self.model.parameters()).device)
-        with torch.no_grad():
-            return self.model.encode_text(tokens).float()
 
 
 class ChoisDenoiser(nn.Module):

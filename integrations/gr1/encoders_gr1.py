@@ -2,8 +2,8 @@
 
 - :func:`build_vision_encoder`: a timm ViT (``vit_base_patch16_224`` = MAE ViT-B/16 by default)
   returning CLS + patch features; weights from a local MAE or GR-1 checkpoint, or random.
-- :class:`ClipTextEncoder`: the frozen open_clip text tower (CLIP ViT-B/32 in GR-1).
-- :class:`HashedTextEncoder`: a bag of hashed words, the CPU stand-in for CLIP.
+- text: :class:`arfm.backbones.text.ClipTextEncoder` (frozen CLIP ViT-B/32, as in GR-1) or
+  :class:`arfm.backbones.text.HashedTextEncoder` (the CPU stand-in).
 - :class:`PerceiverResampler`: Flamingo-style resampler turning the 196 patch features into a
   few latents (GR-1: depth 3, 9 latents).
 
@@ -13,8 +13,6 @@ path and where the file comes from.
 
 from __future__ import annotations
 
-import re
-import zlib
 from pathlib import Path
 from typing import Any
 
@@ -78,54 +76,6 @@ def build_vision_encoder(model: str, image_size: int, patch_size: int, checkpoin
     if checkpoint is not None:
         load_vision_checkpoint(vit, checkpoint)
     return vit
-
-
-def hashed_word_ids(text: str, vocab_size: int) -> list[int]:
-    """Lower-cased words -> stable bucket ids (crc32, identical across processes and machines)."""
-    words = re.findall(r"[a-z0-9]+", text.lower()) or [""]
-    return [zlib.crc32(word.encode()) % vocab_size for word in words]
-
-
-class HashedTextEncoder(nn.Module):
-    """Mean of learned embeddings of hashed words: ``list[str] -> (B, dim)`` (CPU stand-in for CLIP)."""
-
-    def __init__(self, vocab_size: int, dim: int) -> None:
-        super().__init__()
-        self.vocab_size = vocab_size
-        self.embedding = nn.EmbeddingBag(vocab_size, dim, mode="mean")
-
-    def forward(self, texts: list[str]) -> torch.Tensor:
-        ids = [hashed_word_ids(t, self.vocab_size) for t in texts]
-        flat = torch.tensor([i for seq in ids for i in seq], dtype=torch.long, device=self.embedding.weight.device)
-        offsets = torch.tensor([0] + [len(seq) for seq in ids[:-1]], device=flat.device).cumsum(0)
-        return self.embedding(flat, offsets)
-
-
-class ClipTextEncoder(nn.Module):
-    """Frozen open_clip text tower: ``list[str] -> (B, embed_dim)`` (GR-1: CLIP ViT-B/32, 512-d)."""
-
-    def __init__(self, model_name: str, checkpoint: str | None) -> None:
-        super().__init__()
-        import open_clip  # lazy: heavy import
-
-        if checkpoint is not None and not Path(checkpoint).is_file():
-            raise FileNotFoundError(
-                f"CLIP checkpoint not found: {checkpoint}. Download the open_clip weights of {model_name} "
-                "(e.g. the OpenAI ViT-B-32 `open_clip_pytorch_model.bin`) and pass its local path"
-            )
-        model = open_clip.create_model(model_name, pretrained=checkpoint)
-        model.visual = None  # only the text tower is used; drop the image tower's memory
-        self.model = model.eval().requires_grad_(False)
-        self.tokenizer = open_clip.get_tokenizer(model_name)
-        self.embed_dim = int(model.text_projection.shape[-1])
-
-    def train(self, mode: bool = True) -> "ClipTextEncoder":
-        return super().train(False)  # frozen: dropout stays off
-
-    @torch.no_grad()
-    def forward(self, texts: list[str]) -> torch.Tensor:
-        tokens = self.tokenizer(texts).to(self.model.text_projection.device)
-        return self.model.encode_text(tokens).float()
 
 
 class _PerceiverAttention(nn.Module):

@@ -31,16 +31,10 @@ import torch.nn.functional as F
 from safetensors.torch import load_model as load_safetensors_model
 from safetensors.torch import save_model as save_safetensors_model
 
+from arfm.backbones.text import ClipTextEncoder, HashedTextEncoder
 from arfm.coords import pixels_to_normalized
 from integrations.gr1.configuration_gr1 import GR1Config
-from integrations.gr1.encoders_gr1 import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    ClipTextEncoder,
-    HashedTextEncoder,
-    PerceiverResampler,
-    build_vision_encoder,
-)
+from integrations.gr1.encoders_gr1 import IMAGENET_MEAN, IMAGENET_STD, PerceiverResampler, build_vision_encoder
 from track_encoder import TrackEncoder
 
 GRIPPER_OBS_INDEX = 14

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from integrations.gr1.configuration_gr1 import GR1Config, tiny_gr1_config
-from integrations.gr1.encoders_gr1 import build_vision_encoder, hashed_word_ids
+from arfm.backbones.text import hashed_word_ids
+from integrations.gr1.encoders_gr1 import build_vision_encoder
 from integrations.gr1.modeling_gr1 import GR1Policy, gr1_loss, normalize_patches, patchify
 
 B, T, N = 2, 4, 6

@@ -9,9 +9,6 @@ code that trained it guessing anything.
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +16,7 @@ import torch
 from safetensors.torch import load_model as load_safetensors_into
 from safetensors.torch import save_model as save_safetensors_from
 
+from arfm.atomic import atomic_dir
 from arfm.config import TrainConfig, config_to_dict, model_config_from_dict
 from arfm.model import TrackShiftFlowPredictor
 
@@ -45,10 +43,7 @@ def save_checkpoint(
         step: optimiser steps taken.
     """
     out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_dir.parent / f".{out_dir.name}.tmp-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
-    try:
+    with atomic_dir(out_dir) as tmp:
         save_safetensors_from(model, str(tmp / MODEL_FILE))
         if ema_model is not None:
             save_safetensors_from(ema_model, str(tmp / EMA_FILE))
@@ -62,14 +57,6 @@ def save_checkpoint(
             "train": config_to_dict(train_config) if train_config is not None else None,
         }
         (tmp / CONFIG_FILE).write_text(json.dumps(meta, indent=2))
-        old = out_dir.parent / f".{out_dir.name}.old-{uuid.uuid4().hex[:8]}"
-        if out_dir.exists():
-            os.replace(out_dir, old)
-        os.replace(tmp, out_dir)
-        shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out_dir
 
 

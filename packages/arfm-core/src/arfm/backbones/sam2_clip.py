@@ -74,9 +74,7 @@ def build_clip(model_name: str, checkpoint: str | None) -> torch.nn.Module:
     pretrained = None
     if checkpoint is not None:
         pretrained = str(require_file(checkpoint, "CLIP checkpoint", CLIP_HELP))
-    model = open_clip.create_model(model_name, pretrained=pretrained)
-    model.visual.output_tokens = True
-    return model
+    return open_clip.create_model(model_name, pretrained=pretrained)
 
 
 class Sam2ClipBackbone(FeatureBackbone):
@@ -88,6 +86,7 @@ class Sam2ClipBackbone(FeatureBackbone):
 
         self.sam2 = build_sam2_image_encoder(config.sam2_config, config.sam2_checkpoint)
         self.clip = build_clip(config.clip_model, config.clip_checkpoint)
+        self.clip.visual.output_tokens = True  # patch tokens are the global image tokens
         self.tokenizer = open_clip.get_tokenizer(config.clip_model)
         self.freeze = config.freeze
         if config.freeze:

@@ -8,24 +8,13 @@ runs and machines).
 
 from __future__ import annotations
 
-import re
-import zlib
-
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from arfm.backbones.base import FeatureBackbone, FrameFeatures, TextFeatures, check_frames
+from arfm.backbones.text import hashed_word_ids
 from arfm.config import BackboneConfig
-
-_WORD = re.compile(r"[a-z0-9]+")
-
-
-def hash_words(caption: str, vocab_size: int, max_len: int) -> list[int]:
-    """Bucket ids (``1 .. vocab_size - 1``; 0 is padding) of the first ``max_len`` words."""
-    words = _WORD.findall(caption.lower())[:max_len]
-    return [1 + zlib.crc32(w.encode()) % (vocab_size - 1) for w in words]
-
 
 def _conv(cin: int, cout: int, stride: int) -> nn.Sequential:
     return nn.Sequential(nn.Conv2d(cin, cout, kernel_size=stride, stride=stride), nn.GroupNorm(4, cout), nn.GELU())
@@ -67,7 +56,7 @@ class TinyBackbone(FeatureBackbone):
         device = self.word_pos.device
         ids = torch.zeros(len(captions), self.text_len, dtype=torch.long, device=device)
         for i, caption in enumerate(captions):
-            words = hash_words(caption, self.vocab_size, self.text_len)
+            words = hashed_word_ids(caption, self.vocab_size, self.text_len)
             ids[i, : len(words)] = torch.tensor(words, dtype=torch.long, device=device)
         real = (ids > 0).unsqueeze(-1).float()
         tokens = self.word_embed(ids) + self.word_pos * real
