@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import multiprocessing as mp
+import os
 import platform
 import resource
 import time
@@ -17,6 +18,10 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from arfm.config import ModelConfig, tiny_model_config
 from arfm.model import TrackShiftFlowPredictor
+
+# CPU threads per benchmark process (BENCH_THREADS, default 1): on a small shared machine more
+# threads than free cores make torch spin and distort timings by up to 10x.
+torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "1")))
 
 
 def build_model(preset: str, device: str = "cpu", **overrides: Any) -> TrackShiftFlowPredictor:
@@ -57,6 +62,7 @@ def count_flops(fn: Callable[[], Any]) -> int:
 
 
 def _child(target: Callable[..., dict], kwargs: dict, queue: "mp.Queue") -> None:
+    torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "1")))
     result = target(**kwargs)
     result["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     queue.put(result)

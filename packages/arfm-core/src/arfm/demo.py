@@ -40,6 +40,8 @@ class DemoCommand:
         num_points: points per predicted clip (paper: 100).
         max_clips: clips drawn.
         seed: seed of training and sampling.
+        threads: torch CPU threads (0 = torch's default). One thread is the safe choice on a
+            small or shared machine: more threads than free cores make torch spin.
     """
 
     out: Path = Path("demo_out")
@@ -50,6 +52,7 @@ class DemoCommand:
     num_points: int = 100
     max_clips: int = 4
     seed: int = 0
+    threads: int = 1
 
 
 def run_demo(cmd: DemoCommand) -> list[Path]:
@@ -61,6 +64,8 @@ def run_demo(cmd: DemoCommand) -> list[Path]:
     from arfm.train import run_training
     from arfm.viz import draw_tracks, label, tracks_animation, write_gif, write_png
 
+    if cmd.threads:
+        torch.set_num_threads(cmd.threads)
     if not cmd.videos.is_dir():
         raise FileNotFoundError(f"demo videos folder '{cmd.videos}' not found: pass --videos DIR (the shared data lives in ../shared/data/videos)")
     labelled = cmd.out / "labelled"
