@@ -71,7 +71,7 @@ def run_demo(cmd: DemoCommand) -> list[Path]:
     labelled = cmd.out / "labelled"
     print(f"[1/3] pseudo-labelling {cmd.videos} -> {labelled}")
     summary = label_dataset(LabelConfig(input=cmd.videos, output=labelled))
-    print(summary)
+    print(summary.format())
 
     print(f"[2/3] training the tiny preset for {cmd.steps} steps")
     model_cfg = tiny_model_config(horizon=cmd.horizon)
