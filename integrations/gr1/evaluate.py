@@ -82,6 +82,8 @@ def run_chain(runner: GR1Runner, backend: EvalBackend, chain, conditioner: Onlin
     done = 0
     for task, instruction in zip(chain.tasks, chain.instructions):
         runner.reset(instruction)
+        if conditioner is not None:
+            conditioner.reset()
         start_info = backend.info()
         backend.begin_subtask(task)
         success = False
@@ -122,7 +124,7 @@ def evaluate(
     torch.manual_seed(seed)  # stochastic predictors draw from the global generator
     conditioner = None
     if policy.config.use_tracks:
-        conditioner = OnlineTrackConditioner(predictor, policy.config.track_len, backend.frame_size)
+        conditioner = OnlineTrackConditioner(predictor, policy.config.track_len, backend.frame_size, seed=seed)
     runner = GR1Runner(policy, device)
     chains = backend.sample_chains(num_chains, seed)
     completed, records = [], []

@@ -7,7 +7,7 @@ causal transformer on the window and reads the action of the newest step.
 
 :class:`OnlineTrackConditioner` asks a track predictor (any entry of the
 :mod:`arfm.predictors` registry, built from its spec) for the future tracks of the query points
-at every step: the current static frame is resized to the predictor's 256 x 256 frame, points
+at every step (streaming predictors such as ARFM update their horizon, §3.4): the current static frame is resized to the predictor's 256 x 256 frame, points
 are moved between the camera's and that frame's pixels with :mod:`arfm.coords`, and the
 prediction (``track_len - 1`` future steps) is prefixed with the current positions so the
 track encoder sees ``track_len`` positions starting now, as in training.
@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from arfm.coords import MODEL_FRAME_SIZE, rescale_pixels
+from arfm.online import GivenPositionsTracker
 from arfm.predictors import PredictionRequest, TrackPredictor
 from integrations.gr1.modeling_gr1 import GR1Policy
 
@@ -33,25 +34,37 @@ FutureFn = Callable[[int], tuple[np.ndarray, np.ndarray]]
 class OnlineTrackConditioner:
     """Turns the current observation into the ``(N, track_len, 2)`` conditioning tracks.
 
-    Ground truth is only computed for predictors that need it: the first request of a run
-    goes without ``future_tracks``; a predictor that refuses it (a ``ValueError`` naming
-    ``future_tracks``, as the ``gt`` oracle raises) is served ground truth from then on. No
-    predictor is recognised by its name.
+    A predictor that can stream (``predictor.stream``, e.g. ``arfm:<ckpt>``) keeps its horizon
+    up to date with the paper's horizon updates (§3.4): it is reset at the start of every
+    subtask and updated at every control step with the points' current positions. Any other
+    predictor predicts the horizon afresh at each step. Ground truth is computed only for
+    predictors that declare ``requires_ground_truth`` (the ``gt`` oracle). No predictor is
+    recognised by its name.
 
     Args:
         predictor: from :func:`arfm.predictors.build_predictor`.
         track_len: positions per conditioning track (the policy's ``config.track_len``).
         frame_size: side of the static camera image the points live in.
+        seed: noise seed of streaming predictors.
     """
 
-    def __init__(self, predictor: TrackPredictor, track_len: int, frame_size: int) -> None:
-        self.predictor, self.track_len, self.frame_size = predictor, track_len, frame_size
-        self.needs_ground_truth: bool | None = None  # unknown until the first request
+    def __init__(self, predictor: TrackPredictor, track_len: int, frame_size: int, seed: int = 0) -> None:
+        self.predictor, self.track_len, self.frame_size, self.seed = predictor, track_len, frame_size, seed
+        self.needs_ground_truth = bool(getattr(predictor, "requires_ground_truth", False))
+        self.streams = hasattr(predictor, "stream")
+        self._stream = None
+        self._tracker: GivenPositionsTracker | None = None
 
-    def _request(self, frame: np.ndarray, points: np.ndarray, visible: np.ndarray, caption: str, future: FutureFn | None) -> PredictionRequest:
+    def reset(self) -> None:
+        """A new subtask starts: a streaming predictor restarts from the next frame."""
+        self._stream = None
+
+    def _model_frame(self, frame: np.ndarray) -> torch.Tensor:
         img = torch.from_numpy(np.ascontiguousarray(frame)).permute(2, 0, 1)[None].float() / 255.0
         img = F.interpolate(img, size=(MODEL_FRAME_SIZE, MODEL_FRAME_SIZE), mode="bilinear", antialias=True, align_corners=False)
-        query = rescale_pixels(torch.from_numpy(points).float(), self.frame_size, MODEL_FRAME_SIZE)  # (N, 2)
+        return img.clamp(0, 1)  # (1, 3, 256, 256)
+
+    def _request(self, frame: torch.Tensor, query: torch.Tensor, visible: np.ndarray, caption: str, future: FutureFn | None) -> PredictionRequest:
         future_tracks = future_visible = None
         if self.needs_ground_truth:
             if future is None:
@@ -60,7 +73,7 @@ class OnlineTrackConditioner:
             future_tracks = rescale_pixels(torch.from_numpy(gt).float(), self.frame_size, MODEL_FRAME_SIZE)
             future_visible = torch.from_numpy(gt_vis).bool()
         return PredictionRequest(
-            frames=img.clamp(0, 1), observed_tracks=query[:, None], observed_visible=torch.from_numpy(visible).bool()[:, None],
+            frames=frame, observed_tracks=query[:, None], observed_visible=torch.from_numpy(visible).bool()[:, None],
             caption=caption, horizon=self.track_len - 1, num_samples=1, future_tracks=future_tracks, future_visible=future_visible,
         )
 
@@ -74,15 +87,19 @@ class OnlineTrackConditioner:
             caption: the current language instruction.
             future: ground-truth look-ahead, when the environment can provide it.
         """
-        if self.needs_ground_truth is None:
-            self.needs_ground_truth = False
-            try:
-                return self._finish(points, self.predictor.predict(self._request(frame, points, visible, caption, None)))
-            except ValueError as err:
-                if "future_tracks" not in str(err):
-                    raise
-                self.needs_ground_truth = True
-        return self._finish(points, self.predictor.predict(self._request(frame, points, visible, caption, future)))
+        img = self._model_frame(frame)
+        query = rescale_pixels(torch.from_numpy(points).float(), self.frame_size, MODEL_FRAME_SIZE)  # (N, 2)
+        if self.streams:
+            image = (img[0].permute(1, 2, 0) * 255).round().to(torch.uint8).numpy()
+            if self._stream is None:
+                self._tracker = GivenPositionsTracker()
+                self._stream = self.predictor.stream(self.track_len - 1, tracker=self._tracker, seed=self.seed)
+                horizon = self._stream.reset(image, query.numpy(), caption)
+            else:
+                self._tracker.set(query.numpy())
+                horizon = self._stream.update(image)
+            return self._finish(points, torch.from_numpy(horizon)[None])
+        return self._finish(points, self.predictor.predict(self._request(img, query, visible, caption, future)))
 
     def _finish(self, points: np.ndarray, predicted: torch.Tensor | None) -> torch.Tensor | None:
         if predicted is None:

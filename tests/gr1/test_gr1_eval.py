@@ -93,6 +93,42 @@ def test_conditioner_serves_ground_truth_only_to_predictors_that_ask() -> None:
         OnlineTrackConditioner(build_predictor("gt"), L, 200)(frame(), points, np.ones(1, bool), "x", None)
 
 
+def test_streaming_predictors_are_reset_per_subtask_and_updated_per_step() -> None:
+    """A predictor with ``stream`` keeps a horizon (paper §3.4) instead of predicting afresh."""
+    events = []
+
+    class Stream:
+        def reset(self, frame, queries, text):
+            events.append(("reset", frame.shape, queries.copy(), text))
+            return np.repeat(queries[:, None], L - 1, axis=1)
+
+        def update(self, frame):
+            events.append(("update", frame.shape, tracker.points.copy()))
+            return np.repeat(tracker.points[:, None], L - 1, axis=1)
+
+    class Streaming:
+        name, stochastic = "streaming", True
+
+        def predict(self, request):
+            raise AssertionError("a streaming predictor must not be asked to predict from scratch")
+
+        def stream(self, horizon, tracker=None, seed=0):
+            assert horizon == L - 1
+            globals()["tracker"] = tracker
+            return Stream()
+
+    conditioner = OnlineTrackConditioner(Streaming(), L, 200)
+    points = np.array([[100.0, 50.0]], np.float32)
+    conditioner(frame(), points, np.ones(1, bool), "open the drawer")
+    moved = conditioner(frame(), points + 10, np.ones(1, bool), "open the drawer")
+    conditioner.reset()
+    conditioner(frame(), points, np.ones(1, bool), "close the drawer")
+    assert [e[0] for e in events] == ["reset", "update", "reset"]
+    assert events[0][1] == (256, 256, 3) and events[0][3] == "open the drawer"
+    np.testing.assert_allclose(events[1][2], (points + 10) * 256 / 200, atol=1e-4)  # camera -> model pixels
+    torch.testing.assert_close(moved[:, 1], torch.from_numpy(points + 10), atol=1e-3, rtol=0)  # and back
+
+
 def test_conditioner_rejects_a_badly_shaped_prediction() -> None:
     class Bad:
         name, stochastic = "bad", False

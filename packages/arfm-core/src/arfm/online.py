@@ -36,6 +36,26 @@ class OnlineTracker(Protocol):
     def step(self, frame: np.ndarray) -> tuple[np.ndarray, np.ndarray]: ...
 
 
+class GivenPositionsTracker:
+    """An online "tracker" that reports positions set by the caller, for when they are known
+    (a simulator's ground truth, an external tracker): call :meth:`set` before each ``update``."""
+
+    def __init__(self) -> None:
+        self.points: np.ndarray | None = None
+
+    def set(self, points: np.ndarray) -> None:
+        """Positions ``(N, 2)`` (pixels) of the query points on the next frame."""
+        self.points = np.asarray(points, np.float32).copy()
+
+    def init(self, frame: np.ndarray, points: np.ndarray) -> None:
+        self.set(points)
+
+    def step(self, frame: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if self.points is None:
+            raise RuntimeError("GivenPositionsTracker.step called before init/set")
+        return self.points.copy(), np.ones(len(self.points), dtype=bool)
+
+
 def frame_tensor(frame: np.ndarray, device: torch.device) -> torch.Tensor:
     """``(H, W, 3)`` uint8 -> ``(1, 1, 3, H, W)`` float in ``[0, 1]``."""
     if frame.ndim != 3 or frame.shape[-1] != 3 or frame.dtype != np.uint8:

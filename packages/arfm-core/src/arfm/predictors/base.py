@@ -66,12 +66,31 @@ class TrackPredictor(Protocol):
 
     ``predict`` returns ``(num_samples, N, horizon, 2)`` pixel positions of the steps after the
     last observed frame, or ``None`` when the predictor deliberately gives no tracks (``none``).
+
+    Optional capabilities, looked up with ``getattr`` by callers (never by name):
+
+    - ``requires_ground_truth: bool`` — True when ``predict`` reads ``request.future_tracks``
+      (the ``gt`` oracle), so closed-loop callers know to compute the ground truth.
+    - ``stream(horizon, tracker=None) -> OnlineTrackPredictor`` — a predictor that keeps a
+      horizon up to date frame by frame (paper §3.4) instead of predicting from scratch.
     """
 
     name: str
     stochastic: bool
 
     def predict(self, request: PredictionRequest) -> torch.Tensor | None: ...
+
+
+class OnlineTrackPredictor(Protocol):
+    """A constant horizon refreshed at every frame (:class:`arfm.online.HorizonPredictor`).
+
+    Frames are ``(256, 256, 3)`` uint8, points pixels of that frame; both methods return the
+    horizon ``(N, H, 2)`` of the steps after the frame just given.
+    """
+
+    def reset(self, frame, queries, text: str = ""): ...
+
+    def update(self, frame): ...
 
 
 PredictorFactory = Callable[[str | None], TrackPredictor]

@@ -12,6 +12,7 @@ class GroundTruthPredictor:
 
     name = "gt"
     stochastic = False
+    requires_ground_truth = True
 
     def predict(self, request: PredictionRequest) -> torch.Tensor:
         if request.future_tracks is None:
