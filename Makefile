@@ -20,7 +20,7 @@ $(STAMP): $(PYPROJECTS)
 	# sam2 ships only an sdist whose build wants torch; build it against the torch above,
 	# without the optional CUDA extension (it is only used for mask post-processing).
 	SAM2_BUILD_CUDA=0 $(BIN)/pip install -q --no-build-isolation sam2==1.1.0
-	$(BIN)/pip install -q -e packages/arfm-core -e packages/track-encoder -e '.[dev]'
+	$(BIN)/pip install -q -e 'packages/arfm-core[chronos]' -e packages/track-encoder -e '.[dev]'
 	touch $(STAMP)
 
 demo: install

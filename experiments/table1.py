@@ -1,0 +1,213 @@
+"""Regenerate Table 1 of the paper (track prediction vs baselines, §4.2) on a labelled dataset.
+
+    python experiments/table1.py --data /tmp/arfm_labelled            # config: experiments/configs/table1.json
+
+The config names the rows. Rows that need a trained model (``{ckpt:<run>}`` in the spec) train
+it first with the tiny preset through :func:`arfm.train.run_training` (reused on later runs when
+the training spec is unchanged); rows that need files this machine does not have (Chronos weights,
+generated videos of LARP / iVideoGPT / Cosmos) are listed as not run, with the reason. The
+tables, CSV, JSON and plots go to ``<out>``; ``table.md`` there is what RESULTS.md quotes.
+
+:func:`run_table` is shared with ``experiments/table5.py``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import tyro
+
+from arfm.config import tiny_model_config, tiny_train_config
+from arfm.evaluation.cli import EvalConfig, run_eval
+from arfm.evaluation.report import write_text_atomic
+from arfm.predictors import build_predictor
+
+REPO = Path(__file__).resolve().parents[1]
+_PLACEHOLDER = re.compile(r"\{(ckpt|dir):([A-Za-z0-9_.-]+)\}")
+
+
+@dataclass
+class TrainSpec:
+    """A tiny-preset model trained for a table row.
+
+    Attributes:
+        objective: ``"flow"`` (ARFM) or ``"regression"`` (Table 5 ablation).
+        steps: optimiser steps.
+        horizon: future steps per training window.
+        num_points: tracks per training window.
+        batch_size: windows per step.
+        split: dataset split trained on.
+        seed: training seed.
+    """
+
+    objective: str = "flow"
+    steps: int = 100
+    horizon: int = 16
+    num_points: int = 64
+    batch_size: int = 8
+    split: str = "all"
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.objective not in ("flow", "regression"):
+            raise ValueError(f"invalid TrainSpec field 'objective': 'flow' or 'regression', got {self.objective!r}")
+        if min(self.steps, self.horizon, self.num_points, self.batch_size) < 1:
+            raise ValueError("invalid TrainSpec: steps, horizon, num_points and batch_size must be >= 1")
+
+
+@dataclass
+class TableConfig:
+    """One table: its rows, the models to train and the evaluation protocol.
+
+    Attributes:
+        title: heading of the table.
+        rows: ``{row label: predictor spec}`` in table order. ``{ckpt:<run>}`` is replaced by the
+            checkpoint of training run ``<run>``, ``{dir:<name>}`` by ``dirs[<name>]``.
+        train: ``{run name: TrainSpec}``.
+        dirs: local directories rows may need (Chronos weights, generated videos); an empty or
+            missing one marks its rows as not run.
+        eval: keyword arguments of :class:`arfm.evaluation.cli.EvalConfig` (without data/out/predictors).
+        runs_dir: where trained runs live (shared by tables so a model trains once).
+        out: output folder of the table.
+    """
+
+    title: str
+    rows: dict[str, str]
+    train: dict[str, TrainSpec] = field(default_factory=dict)
+    dirs: dict[str, str] = field(default_factory=dict)
+    eval: dict = field(default_factory=dict)
+    runs_dir: str = "runs/experiments"
+    out: str = "runs/experiments/table"
+
+    def __post_init__(self) -> None:
+        if not self.rows:
+            raise ValueError("invalid TableConfig field 'rows': a table needs at least one row")
+        bad = [label for label in self.rows if "," in label]
+        if bad:
+            raise ValueError(f"invalid TableConfig field 'rows': labels may not contain commas: {bad}")
+
+    @classmethod
+    def from_json(cls, path: str | Path) -> "TableConfig":
+        """Read a table config; unknown keys are an error naming them."""
+        data = json.loads(Path(path).read_text())
+        known = {f.name for f in dataclasses.fields(cls)}
+        if set(data) - known:
+            raise ValueError(f"{path}: unknown keys {sorted(set(data) - known)}; known: {sorted(known)}")
+        data["train"] = {name: TrainSpec(**spec) for name, spec in data.get("train", {}).items()}
+        return cls(**data)
+
+
+@dataclass
+class TableCommand:
+    """Command line of the table scripts.
+
+    Attributes:
+        data: labelled dataset root (``arfm label <videos> <root>``).
+        config: table config JSON.
+        out: output folder (default: the config's).
+        steps: override the training steps of every run (quick checks).
+        max_clips: override the number of evaluation windows (0 = the config's).
+        retrain: train again even when a run with the same spec exists.
+        chronos_dir: local Chronos model directory (fills ``dirs.chronos``).
+    """
+
+    data: Path
+    config: Path
+    out: Path | None = None
+    steps: int | None = None
+    max_clips: int = 0
+    retrain: bool = False
+    chronos_dir: str | None = None
+
+
+def _resolve(path: str) -> Path:
+    return Path(path) if Path(path).is_absolute() else REPO / path
+
+
+def train_run(name: str, spec: TrainSpec, data: Path, runs_dir: Path, retrain: bool) -> tuple[Path, float]:
+    """Train (or reuse) run ``name``; return its checkpoint and the seconds spent training."""
+    from arfm.data.dataset import LabelledTrackDataset
+    from arfm.train import run_training
+
+    run_dir = runs_dir / name
+    ckpt, record = run_dir / "checkpoint", run_dir / "train_spec.json"
+    wanted = {**dataclasses.asdict(spec), "data": str(data.resolve())}
+    if not retrain and ckpt.is_dir() and record.is_file() and json.loads(record.read_text()) == wanted:
+        print(f"[{name}] reusing {ckpt}")
+        return ckpt, 0.0
+    model_cfg = tiny_model_config(objective=spec.objective, horizon=spec.horizon, max_points=spec.num_points)
+    train_cfg = tiny_train_config(steps=spec.steps, batch_size=spec.batch_size, seed=spec.seed, save_every=spec.steps)
+    dataset = LabelledTrackDataset(
+        data, split=spec.split, num_points=spec.num_points, horizon=spec.horizon, max_cond_frames=train_cfg.max_cond_frames, seed=spec.seed
+    )
+    started = time.perf_counter()
+    ckpt = run_training(model_cfg, train_cfg, dataset, run_dir)
+    seconds = time.perf_counter() - started
+    write_text_atomic(record, json.dumps(wanted, indent=1))
+    print(f"[{name}] trained {spec.steps} steps in {seconds:.0f} s -> {ckpt}")
+    return ckpt, seconds
+
+
+def run_table(cfg: TableConfig, cmd: TableCommand) -> Path:
+    """Train what the rows need, evaluate every runnable row, write the table; return ``table.md``."""
+    out = cmd.out or _resolve(cfg.out)
+    dirs = {**cfg.dirs, **({"chronos": cmd.chronos_dir} if cmd.chronos_dir else {})}
+    runs = {name: dataclasses.replace(spec, steps=cmd.steps or spec.steps) for name, spec in cfg.train.items()}
+    checkpoints: dict[str, Path] = {}
+    trained: dict[str, float] = {}
+    not_run: dict[str, str] = {}
+    predictors = {}
+    for label, template in cfg.rows.items():
+        missing = [f"{kind}:{name}" for kind, name in _PLACEHOLDER.findall(template) if kind == "dir" and not (dirs.get(name) and Path(dirs[name]).is_dir())]
+        if missing:
+            hint = "set it in the config's 'dirs'" + (" or pass --chronos-dir" if "dir:chronos" in missing else "")
+            not_run[label] = f"needs a local {', '.join(missing)} directory ({hint}); none on this machine"
+            continue
+        for kind, name in _PLACEHOLDER.findall(template):
+            if kind == "ckpt" and name not in checkpoints:
+                if name not in runs:
+                    raise ValueError(f"row {label!r} uses {{ckpt:{name}}} but the config has no training run {name!r}")
+                checkpoints[name], trained[name] = train_run(name, runs[name], cmd.data, _resolve(cfg.runs_dir), cmd.retrain)
+        spec = _PLACEHOLDER.sub(lambda m: str(checkpoints[m[2]] if m[1] == "ckpt" else dirs[m[2]]), template)
+        predictors[label] = build_predictor(spec)
+    if not predictors:
+        raise ValueError(f"no row of {cfg.title!r} can run here: " + "; ".join(f"{k}: {v}" for k, v in not_run.items()))
+
+    eval_options = {**cfg.eval, **({"max_clips": cmd.max_clips} if cmd.max_clips else {})}
+    eval_cfg = EvalConfig(data=cmd.data, predictors=",".join(predictors), out=out, title=cfg.title, **eval_options)
+    started = time.perf_counter()
+    result, paths = run_eval(eval_cfg, predictors=predictors)
+    eval_seconds = time.perf_counter() - started
+
+    notes = ["", "### Rows", ""]
+    for label, template in cfg.rows.items():
+        notes.append(f"- {label}: `{template}`" + (f" — **not run**: {not_run[label]}" if label in not_run else ""))
+    for name, spec in runs.items():
+        if name in checkpoints:
+            spent = f"{trained[name]:.0f} s" if trained[name] else "reused"
+            notes.append(f"- training run `{name}`: tiny preset, {json.dumps(dataclasses.asdict(spec))} ({spent})")
+    seconds = ", ".join(f"{p.spec}: {p.seconds:.1f} s" for p in result.predictors)
+    notes += [f"- evaluation: {eval_seconds:.0f} s in all; time inside predict: {seconds}", f"- command: `{' '.join(sys.argv)}`"]
+    markdown = paths["markdown"].read_text() + "\n".join(notes) + "\n"
+    write_text_atomic(paths["markdown"], markdown)
+    print(markdown)
+    return paths["markdown"]
+
+
+def main(default_config: str = "experiments/configs/table1.json") -> None:
+    """Parse the command line (``--config`` defaults to this table's) and run the table."""
+    argv = sys.argv[1:]
+    if "--config" not in argv:
+        argv += ["--config", str(_resolve(default_config))]
+    cmd = tyro.cli(TableCommand, args=argv)
+    run_table(TableConfig.from_json(cmd.config), cmd)
+
+
+if __name__ == "__main__":
+    main()
