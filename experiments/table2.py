@@ -26,7 +26,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import re
 import sys
 import time
 from dataclasses import dataclass, field
@@ -41,8 +40,10 @@ if str(REPO) not in sys.path:  # run as a script: make `integrations` importable
 
 from arfm.evaluation.report import write_text_atomic  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # sibling module when loaded by path
+from stages import SLUG, merge_timings, resolve, same_record, slug  # noqa: E402
+
 ARFM_PLACEHOLDER = "{ckpt:arfm}"
-_SLUG = re.compile(r"[^A-Za-z0-9]+")
 
 
 @dataclass
@@ -194,28 +195,6 @@ def apply_overrides(cfg: Table2Config, cmd: Table2Command) -> Table2Config:
     )
 
 
-def _resolve(path: str | Path) -> Path:
-    return Path(path) if Path(path).is_absolute() else REPO / path
-
-
-def _same_record(path: Path, wanted: dict) -> bool:
-    return path.is_file() and json.loads(path.read_text()) == wanted
-
-
-def merge_timings(path: Path, fresh: dict[str, float]) -> dict[str, float]:
-    """Stage wall times: this run's (``fresh``), and for stages reused now (0 s) the time they
-    took when they ran (kept in ``path``, which is updated)."""
-    old = json.loads(path.read_text()) if path.is_file() else {}
-    merged = {k: (v if v > 0 or k not in old else old[k]) for k, v in fresh.items()}
-    write_text_atomic(path, json.dumps({**old, **merged}, indent=1))
-    return merged
-
-
-def slug(label: str) -> str:
-    """Folder-safe name of a row label."""
-    return _SLUG.sub("_", label).strip("_").lower() or "row"
-
-
 # ---------------------------------------------------------------- CHOIS training
 def ensure_chois(spec: ChoisSpec, data: Path, mocap: Path, out: Path, seed: int) -> tuple[Path, float]:
     """Train one CHOIS run on ground-truth tracks (reused when the same run exists)."""
@@ -225,7 +204,7 @@ def ensure_chois(spec: ChoisSpec, data: Path, mocap: Path, out: Path, seed: int)
                      lr=spec.lr, tracks=True, save_every=spec.steps, seed=seed)
     wanted = {k: str(v) for k, v in dataclasses.asdict(args).items()}
     record = out / "table2_train_args.json"
-    if (out / "checkpoint").is_dir() and _same_record(record, wanted):
+    if (out / "checkpoint").is_dir() and same_record(record, wanted):
         print(f"[chois seed {seed}] reusing {out / 'checkpoint'}")
         return out / "checkpoint", 0.0
     if (out / "checkpoint").exists():
@@ -262,7 +241,7 @@ def export_track_clips(data: Path, config, labelled: Path, camera_every: int, sm
     for seq in dataset.sequences:
         num = seq["positions"].shape[0]
         for start in range(0, num - config.window + 1, camera_every):
-            clip_id = _SLUG.sub("-", f"{seq['seq_name']}_c{start:05d}").strip("-")
+            clip_id = SLUG.sub("-", f"{seq['seq_name']}_c{start:05d}").strip("-")
             count += 1
             if clip_exists(labelled, clip_id):
                 continue
@@ -298,7 +277,7 @@ def ensure_arfm(spec: ArfmSpec, data: Path, config, run: Path) -> tuple[Path, fl
     ckpt, record = run / "checkpoint", run / "arfm_spec.json"
     wanted = {**dataclasses.asdict(spec), "data": str(data.resolve()), "horizon": config.track_horizon, "stride": config.track_stride,
               "window": config.window}
-    if ckpt.is_dir() and _same_record(record, wanted):
+    if ckpt.is_dir() and same_record(record, wanted):
         print(f"[arfm] reusing {ckpt}")
         return ckpt, 0.0
     started = time.perf_counter()
@@ -383,7 +362,7 @@ def run_table2(cfg: Table2Config) -> Path:
     from integrations.chois.eval import evaluate_predictor
     from integrations.chois.train import ensure_data
 
-    out, data, mocap = _resolve(cfg.out), _resolve(cfg.data), _resolve(cfg.mocap)
+    out, data, mocap = resolve(cfg.out), resolve(cfg.data), resolve(cfg.mocap)
     times: dict[str, float] = {}
     started = time.perf_counter()
     ensure_data(data, mocap)

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import re
 import sys
 import time
 from dataclasses import dataclass, field
@@ -42,9 +41,11 @@ if str(REPO) not in sys.path:  # run as a script: make `integrations` importable
 
 from arfm.evaluation.report import write_text_atomic  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # sibling module when loaded by path
+from stages import merge_timings, resolve, same_record, slug  # noqa: E402
+
 ARFM_PLACEHOLDER = "{ckpt:arfm}"
 PLAIN_ROW = "GR-1 (trained without tracks)"
-_SLUG = re.compile(r"[^A-Za-z0-9]+")
 
 
 @dataclass
@@ -217,11 +218,6 @@ class Table3Command:
     plain_baseline: bool | None = None
 
 
-def slug(label: str) -> str:
-    """Folder-safe name of a row label."""
-    return _SLUG.sub("_", label).strip("_").lower() or "row"
-
-
 def apply_overrides(cfg: Table3Config, cmd: Table3Command) -> Table3Config:
     """The config with the command line's sizes applied (validated again)."""
     def pick(value, default):
@@ -238,30 +234,13 @@ def apply_overrides(cfg: Table3Config, cmd: Table3Command) -> Table3Config:
     )
 
 
-def _resolve(path: str | Path) -> Path:
-    return Path(path) if Path(path).is_absolute() else REPO / path
-
-
-def _same_record(path: Path, wanted: dict) -> bool:
-    return path.is_file() and json.loads(path.read_text()) == wanted
-
-
-def merge_timings(path: Path, fresh: dict[str, float]) -> dict[str, float]:
-    """Stage wall times: this run's (``fresh``), and for stages reused now (0 s) the time they
-    took when they ran (kept in ``path``, which is updated)."""
-    old = json.loads(path.read_text()) if path.is_file() else {}
-    merged = {k: (v if v > 0 or k not in old else old[k]) for k, v in fresh.items()}
-    write_text_atomic(path, json.dumps({**old, **merged}, indent=1))
-    return merged
-
-
 # ---------------------------------------------------------------- stage 1: demonstrations
 def ensure_demos(spec: DemoSpec, root: Path) -> tuple[Path, float]:
     """Generate the demonstrations into ``root`` unless they exist with this spec."""
     from integrations.gr1.sim.generate import GenerateConfig, generate
 
     record = root / "demo_spec.json"
-    if _same_record(record, dataclasses.asdict(spec)):
+    if same_record(record, dataclasses.asdict(spec)):
         print(f"[demos] reusing {root}")
         return root, 0.0
     if root.exists() and any(root.iterdir()):
@@ -314,7 +293,7 @@ def ensure_arfm(spec: ArfmSpec, demos: Path, run: Path) -> tuple[Path, float]:
 
     ckpt, record = run / "checkpoint", run / "arfm_spec.json"
     wanted = {**dataclasses.asdict(spec), "demos": str(demos.resolve())}
-    if ckpt.is_dir() and _same_record(record, wanted):
+    if ckpt.is_dir() and same_record(record, wanted):
         print(f"[arfm] reusing {ckpt}")
         return ckpt, 0.0
     started = time.perf_counter()
@@ -350,7 +329,7 @@ def ensure_gr1(spec: Gr1Spec, demos: Path, out: Path, seed: int, use_tracks: boo
 
     args = gr1_args(spec, demos, out, seed, use_tracks)
     saved = out / "checkpoint" / "train_args.json"
-    if _same_record(saved, dataclasses.asdict(args)):
+    if same_record(saved, dataclasses.asdict(args)):
         print(f"[gr1 seed {seed}] reusing {out / 'checkpoint'}")
         return out / "checkpoint", 0.0
     if (out / "checkpoint").exists():
@@ -373,7 +352,7 @@ def evaluate_row(ckpt: Path, tracks: str, spec: EvalSpec, label: str, out: Path)
 
     wanted = {"checkpoint": str(ckpt), "checkpoint_args": json.loads((ckpt / "train_args.json").read_text()),
               "tracks": tracks, **dataclasses.asdict(spec)}
-    if _same_record(out / "eval_spec.json", wanted) and (out / "results.json").is_file():
+    if same_record(out / "eval_spec.json", wanted) and (out / "results.json").is_file():
         return json.loads((out / "results.json").read_text()), 0.0
     started = time.perf_counter()
     policy = GR1Policy.from_pretrained(ckpt)
@@ -413,7 +392,7 @@ def format_table(title: str, rows: dict[str, dict], specs: dict[str, str]) -> st
 
 def run_table3(cfg: Table3Config) -> Path:
     """Run every stage and write ``table3.md`` / ``table3.json``; returns the markdown path."""
-    out = _resolve(cfg.out)
+    out = resolve(cfg.out)
     times: dict[str, float] = {}
     demos, times["demos"] = ensure_demos(cfg.demos, out / "demos")
     specs = dict(cfg.rows)

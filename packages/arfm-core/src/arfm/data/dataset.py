@@ -21,7 +21,6 @@ import json
 import os
 import re
 import shutil
-import tempfile
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +29,7 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 
+from arfm.atomic import write_text_atomic
 from arfm.coords import MODEL_FRAME_SIZE
 from arfm.data.batch import TrackWindow
 from arfm.data.subsample import DEFAULT_TEMPERATURE, clip_movement, sample_tracks, summed_distance, visibility_filter
@@ -40,19 +40,6 @@ MANIFEST = "manifest.json"
 PARTIAL_PREFIX = ".partial-"
 _CLIP_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _ARRAYS = ("frames.npy", "tracks.npy", "visible.npy", "movement.npy")
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and ``os.replace``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def check_clip_id(clip_id: str) -> str:
@@ -209,7 +196,7 @@ def write_manifest(root: str | Path, val_fraction: float = 0.0, extra: dict[str,
         "clips": scan_clips(root, val_fraction),
         **(extra or {}),
     }
-    atomic_write_text(Path(root) / MANIFEST, json.dumps(manifest, indent=1))
+    write_text_atomic(Path(root) / MANIFEST, json.dumps(manifest, indent=1))
     return manifest
 
 

@@ -16,8 +16,9 @@ import io
 import json
 import math
 import os
-import tempfile
 from pathlib import Path
+
+from arfm.atomic import atomic_path
 
 from arfm.evaluation.protocol import EvalResult
 
@@ -27,19 +28,11 @@ OUTPUT_FILE_MODE = 0o644
 
 
 def write_text_atomic(path: str | Path, text: str) -> Path:
-    """Write ``text`` to ``path`` through a temporary file in the same folder, then rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8", newline="") as stream:
-            stream.write(text)
-        os.chmod(temp, OUTPUT_FILE_MODE)
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
-    return path
+    """Write ``text`` atomically (:mod:`arfm.atomic`), readable by others (``OUTPUT_FILE_MODE``)."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+        os.chmod(tmp, OUTPUT_FILE_MODE)
+    return Path(path)
 
 
 def paper_columns(result: EvalResult) -> list[str]:
