@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from pathlib import Path
+from typing import Any
 
 from arfm.atomic import write_text_atomic
 
@@ -32,3 +34,22 @@ def merge_timings(path: Path, fresh: dict[str, float]) -> dict[str, float]:
 def slug(label: str) -> str:
     """Folder-safe name of a row label."""
     return SLUG.sub("_", label).strip("_").lower() or "row"
+
+
+def load_config(cls: type, path: str | Path, stages: dict[str, type], what: str) -> Any:
+    """Read a table config JSON into ``cls`` whose fields ``stages`` are dataclasses of their own;
+    a missing file or an unknown key (top level or in a stage) is an error naming it."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} config not found: {path}")
+    data = json.loads(path.read_text())
+    known = {f.name for f in dataclasses.fields(cls)}
+    if set(data) - known:
+        raise ValueError(f"{path}: unknown keys {sorted(set(data) - known)}; known: {sorted(known)}")
+    for name, kind in stages.items():
+        given = data.get(name, {})
+        unknown = set(given) - {f.name for f in dataclasses.fields(kind)}
+        if unknown:
+            raise ValueError(f"{path}: unknown keys in '{name}': {sorted(unknown)}")
+        data[name] = kind(**given)
+    return cls(**data)

@@ -41,7 +41,7 @@ if str(REPO) not in sys.path:  # run as a script: make `integrations` importable
 from arfm.evaluation.report import write_text_atomic  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # sibling module when loaded by path
-from stages import SLUG, merge_timings, resolve, same_record, slug  # noqa: E402
+from stages import SLUG, load_config, merge_timings, resolve, same_record, slug  # noqa: E402
 
 ARFM_PLACEHOLDER = "{ckpt:arfm}"
 
@@ -144,20 +144,7 @@ class Table2Config:
     @classmethod
     def from_json(cls, path: str | Path) -> "Table2Config":
         """Read a config; unknown keys (top level or in a stage) are an error naming them."""
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"table 2 config not found: {path}")
-        data = json.loads(path.read_text())
-        known = {f.name for f in dataclasses.fields(cls)}
-        if set(data) - known:
-            raise ValueError(f"{path}: unknown keys {sorted(set(data) - known)}; known: {sorted(known)}")
-        for name, kind in {"chois": ChoisSpec, "arfm": ArfmSpec, "eval": EvalSpec}.items():
-            given = data.get(name, {})
-            unknown = set(given) - {f.name for f in dataclasses.fields(kind)}
-            if unknown:
-                raise ValueError(f"{path}: unknown keys in '{name}': {sorted(unknown)}")
-            data[name] = kind(**given)
-        return cls(**data)
+        return load_config(cls, path, {"chois": ChoisSpec, "arfm": ArfmSpec, "eval": EvalSpec}, "table 2")
 
 
 @dataclass
