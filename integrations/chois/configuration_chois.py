@@ -17,6 +17,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from arfm.config import config_from_dict
 from track_encoder import TrackEncoderConfig, tiny_track_encoder_config
 
 TextEncoderKind = Literal["clip", "hashed"]
@@ -167,11 +168,7 @@ def chois_config_to_dict(cfg: ChoisConfig) -> dict:
 
 def chois_config_from_dict(data: dict) -> ChoisConfig:
     """Rebuild a config saved beside a checkpoint; unknown keys are an error."""
-    known = {f.name for f in dataclasses.fields(ChoisConfig)}
-    unknown = set(data) - known
-    if unknown:
-        raise ValueError(f"CHOIS config has unknown fields {sorted(unknown)}: saved by a newer version?")
-    return ChoisConfig(**data)
+    return config_from_dict(ChoisConfig, data, "CHOIS")
 
 
 PRESETS = {"base": ChoisConfig, "tiny": tiny_chois_config}

@@ -58,11 +58,26 @@ def grid_points(frame_size: int, per_side: int) -> np.ndarray:
     return np.stack([xs.ravel(), ys.ravel()], -1).astype(np.float32)
 
 
+class _CalvinApiBackend:
+    """What every backend over a CALVIN-API env (``reset``/``step``/``get_info``) shares."""
+
+    env: Any
+
+    def reset(self, chain: ChainSpec) -> dict[str, Any]:
+        return self.env.reset(robot_obs=chain.robot_obs, scene_obs=chain.scene_obs)
+
+    def step(self, action: np.ndarray) -> dict[str, Any]:
+        return self.env.step(action)[0]
+
+    def info(self) -> dict[str, Any]:
+        return self.env.get_info()
+
+
 class _StopLookahead(Exception):
     """Raised inside the expert look-ahead once enough steps are recorded."""
 
 
-class EmbeddedBackend:
+class EmbeddedBackend(_CalvinApiBackend):
     """The embedded pybullet tabletop.
 
     Args:
@@ -88,15 +103,6 @@ class EmbeddedBackend:
         from integrations.gr1.sim import sample_task_chains
 
         return [ChainSpec(tuple(c.tasks), tuple(c.instructions), np.asarray(c.scene_obs)) for c in sample_task_chains(num_chains, seed)]
-
-    def reset(self, chain: ChainSpec) -> dict[str, Any]:
-        return self.env.reset(robot_obs=chain.robot_obs, scene_obs=chain.scene_obs)
-
-    def step(self, action: np.ndarray) -> dict[str, Any]:
-        return self.env.step(action)[0]
-
-    def info(self) -> dict[str, Any]:
-        return self.env.get_info()
 
     def completed(self, task: str, start_info: dict[str, Any], info: dict[str, Any]) -> bool:
         from integrations.gr1.sim import get_task_info
@@ -179,7 +185,7 @@ class EmbeddedBackend:
         self.env.close()
 
 
-class RealCalvinBackend:
+class RealCalvinBackend(_CalvinApiBackend):
     """The real CALVIN environment (``calvin_env`` + ``calvin_agent`` from the CALVIN repository).
 
     Args:
@@ -218,15 +224,6 @@ class RealCalvinBackend:
             robot_obs, scene_obs = get_env_state_for_initial_condition(initial)
             chains.append(ChainSpec(tuple(sequence), tuple(self.annotations[t][0] for t in sequence), scene_obs, robot_obs))
         return chains
-
-    def reset(self, chain: ChainSpec) -> dict[str, Any]:
-        return self.env.reset(robot_obs=chain.robot_obs, scene_obs=chain.scene_obs)
-
-    def step(self, action: np.ndarray) -> dict[str, Any]:
-        return self.env.step(action)[0]
-
-    def info(self) -> dict[str, Any]:
-        return self.env.get_info()
 
     def completed(self, task: str, start_info: dict[str, Any], info: dict[str, Any]) -> bool:
         return len(self.oracle.get_task_info_for_set(start_info, info, {task})) > 0

@@ -202,10 +202,14 @@ def config_to_dict(cfg: Any) -> dict:
     return dataclasses.asdict(cfg)
 
 
+def config_from_dict(cls: type, data: dict, what: str = "model") -> Any:
+    """Rebuild a config dataclass saved beside a checkpoint; unknown keys are an error."""
+    unknown = set(data) - {f.name for f in dataclasses.fields(cls)}
+    if unknown:
+        raise ValueError(f"{what} config has unknown fields {sorted(unknown)}: saved by a newer version?")
+    return cls(**data)
+
+
 def model_config_from_dict(data: dict) -> ModelConfig:
     """Rebuild a :class:`ModelConfig` saved with a checkpoint; unknown keys are an error."""
-    known = {f.name for f in dataclasses.fields(ModelConfig)}
-    unknown = set(data) - known
-    if unknown:
-        raise ValueError(f"model config has unknown fields {sorted(unknown)}: saved by a newer version?")
-    return ModelConfig(**data)
+    return config_from_dict(ModelConfig, data, "model")
