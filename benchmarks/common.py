@@ -61,6 +61,60 @@ def count_flops(fn: Callable[[], Any]) -> int:
     return int(counter.get_total_flops())
 
 
+# FlopCounterMode names modules by class; these are the fusion module's and the flow head's.
+_FUSION_KEYS = ("TemporalBlock", "SpatialBlock")
+_HEAD_KEYS = ("FlowMatchingHead",)
+
+
+class ModuleProfile:
+    """Wall-clock seconds, calls and FLOPs of the fusion module and of the flow head of a model.
+
+    Wraps ``model.fusion.step`` and ``model.head.forward`` with timers for as long as the
+    ``with`` block lasts (synchronising the GPU around each call, so the split is exact but
+    the totals include the sync cost). ``flops=True`` also counts FLOPs in the same run, which
+    adds per-operator dispatch overhead: use it for runs too slow to repeat (base size on a CPU).
+    """
+
+    def __init__(self, model: TrackShiftFlowPredictor, device: str, flops: bool = False) -> None:
+        self.model, self.device, self.count = model, device, flops
+        self.seconds = {"fusion": 0.0, "head": 0.0}
+        self.calls = {"fusion": 0, "head": 0}
+        self.flops: dict[str, int] = {}
+        self._counter: FlopCounterMode | None = None
+
+    def _wrap(self, name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+        def timed_call(*args: Any, **kwargs: Any) -> Any:
+            synchronize(self.device)
+            start = time.perf_counter()
+            out = fn(*args, **kwargs)
+            synchronize(self.device)
+            self.seconds[name] += time.perf_counter() - start
+            self.calls[name] += 1
+            return out
+
+        return timed_call
+
+    def __enter__(self) -> "ModuleProfile":
+        self.model.fusion.step = self._wrap("fusion", self.model.fusion.step)
+        self.model.head.forward = self._wrap("head", self.model.head.forward)
+        if self.count:
+            self._counter = FlopCounterMode(display=False)
+            self._counter.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        del self.model.fusion.step, self.model.head.forward  # back to the class methods
+        if self._counter is not None:
+            self._counter.__exit__(*exc)
+            counts = self._counter.get_flop_counts()
+            top = {k: sum(v.values()) for k, v in counts.items()}
+            self.flops = {
+                "total": int(self._counter.get_total_flops()),
+                "fusion": int(sum(top.get(k, 0) for k in _FUSION_KEYS)),
+                "head": int(sum(top.get(k, 0) for k in _HEAD_KEYS)),
+            }
+
+
 def _child(target: Callable[..., dict], kwargs: dict, queue: "mp.Queue") -> None:
     torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "1")))
     result = target(**kwargs)

@@ -17,10 +17,11 @@ def clip():
 QUERIES = np.array([[60.0, 60.0], [120.0, 90.0], [200.0, 180.0], [30.0, 220.0]], np.float32)
 
 
-def test_update_with_te_one_shifts_the_previous_horizon(clip):
+@pytest.mark.parametrize("schedule", ["sequential", "parallel"])
+def test_update_with_te_one_shifts_the_previous_horizon(clip, schedule):
     model = perturbed_model(cache_window=32)
     tracker = GivenPositionsTracker()
-    predictor = HorizonPredictor(model, horizon=5, tracker=tracker, update_start_time=1.0)
+    predictor = HorizonPredictor(model, horizon=5, tracker=tracker, schedule=schedule, update_start_time=1.0)
     first = predictor.reset(clip[0], QUERIES, "a red square moves right")
     assert first.shape == (4, 5, 2)
     tracker.set(first[:, 0])  # the new frame shows the points where step 0 predicted them
@@ -29,10 +30,11 @@ def test_update_with_te_one_shifts_the_previous_horizon(clip):
     assert not np.allclose(second[:, 4], first[:, 4], atol=1e-3)  # a genuinely new final step
 
 
-def test_observation_replaces_step_zero_and_moves_the_horizon(clip):
+@pytest.mark.parametrize("schedule", ["sequential", "parallel"])
+def test_observation_replaces_step_zero_and_moves_the_horizon(clip, schedule):
     model = perturbed_model(cache_window=32)
     tracker = GivenPositionsTracker()
-    predictor = HorizonPredictor(model, horizon=4, tracker=tracker, update_start_time=1.0)
+    predictor = HorizonPredictor(model, horizon=4, tracker=tracker, schedule=schedule, update_start_time=1.0)
     first = predictor.reset(clip[0], QUERIES)
     tracker.set(first[:, 0] + np.array([5.0, -3.0], np.float32))
     second = predictor.update(clip[1])
@@ -40,26 +42,46 @@ def test_observation_replaces_step_zero_and_moves_the_horizon(clip):
     np.testing.assert_allclose(second[:, :3], first[:, 1:] + np.array([5.0, -3.0]), atol=1e-3)
 
 
-@pytest.mark.parametrize("mode", ["update", "naive"])
-def test_kv_cached_streaming_equals_recomputation(clip, mode):
+def stream_horizons(model, clip, frames=5, offset=1.5, **kwargs) -> np.ndarray:
+    """Horizons ``(frames, N, H, 2)`` of a predictor fed observations ``offset`` px off its step 0."""
+    tracker = GivenPositionsTracker()
+    predictor = HorizonPredictor(model, tracker=tracker, **kwargs)
+    horizons = [predictor.reset(clip[0], QUERIES, "a blue disc moves up")]
+    for t in range(1, frames):
+        tracker.set(horizons[-1][:, 0] + offset)
+        horizons.append(predictor.update(clip[t]))
+    return np.stack(horizons)
+
+
+@pytest.mark.parametrize("mode,schedule", [("update", "sequential"), ("update", "parallel"), ("naive", "sequential")])
+def test_kv_cached_streaming_equals_recomputation(clip, mode, schedule):
     model = perturbed_model(cache_window=32)
-    outs = []
-    for use_cache in (True, False):
-        tracker = GivenPositionsTracker()
-        predictor = HorizonPredictor(model, horizon=4, tracker=tracker, mode=mode, use_cache=use_cache, seed=7)
-        horizons = [predictor.reset(clip[0], QUERIES, "a blue disc moves up")]
-        for t in range(1, 5):
-            tracker.set(horizons[-1][:, 0] + 1.5)
-            horizons.append(predictor.update(clip[t]))
-        outs.append(np.stack(horizons))
-    np.testing.assert_allclose(outs[0], outs[1], atol=1e-4)
+    cached, recomputed = (
+        stream_horizons(model, clip, horizon=4, mode=mode, schedule=schedule, use_cache=use_cache, seed=7) for use_cache in (True, False)
+    )
+    np.testing.assert_allclose(cached, recomputed, atol=1e-4)
 
 
-def test_cache_memory_is_bounded_over_1000_updates(clip):
+def test_parallel_schedule_equals_sequential_when_nothing_is_renoised(clip):
+    # With t_e = 1 the re-integrated rows are the re-anchored previous ones, which is exactly
+    # what the parallel schedule conditions on: the Jacobi sweep is then the fixed point.
+    model = perturbed_model(cache_window=32)
+    sequential, parallel = (
+        stream_horizons(model, clip, horizon=5, schedule=schedule, update_start_time=1.0, seed=3) for schedule in ("sequential", "parallel")
+    )
+    np.testing.assert_allclose(parallel, sequential, atol=1e-3)
+    # ... and with re-noising they are different algorithms (the flag is not ignored).
+    sequential, parallel = (stream_horizons(model, clip, horizon=5, schedule=schedule, seed=3) for schedule in ("sequential", "parallel"))
+    np.testing.assert_allclose(parallel[0], sequential[0], atol=1e-5)  # reset is the same rollout
+    assert not np.allclose(parallel[1:], sequential[1:], atol=1e-3)
+
+
+@pytest.mark.parametrize("schedule", ["sequential", "parallel"])
+def test_cache_memory_is_bounded_over_1000_updates(clip, schedule):
     torch.manual_seed(0)
     model = perturbed_model(cache_window=6, dim=32, heads=2, depth=1, flow_depth=1)
     tracker = GivenPositionsTracker()
-    predictor = HorizonPredictor(model, horizon=2, tracker=tracker, update_steps=1, sample_steps=1)
+    predictor = HorizonPredictor(model, horizon=2, tracker=tracker, schedule=schedule, update_steps=1, sample_steps=1)
     predictor.reset(clip[0], QUERIES[:2])
     sizes = []
     for t in range(1000):
@@ -76,5 +98,7 @@ def test_update_before_reset_and_bad_queries_are_errors(clip):
         predictor.update(clip[0])
     with pytest.raises(ValueError, match="queries"):
         predictor.reset(clip[0], np.zeros((0, 2)))
+    with pytest.raises(ValueError, match="schedule"):
+        HorizonPredictor(perturbed_model(), horizon=3, tracker=GivenPositionsTracker(), schedule="jacobi")
     with pytest.raises(ValueError, match="cache_window"):
         HorizonPredictor(perturbed_model(cache_window=4), horizon=8, tracker=GivenPositionsTracker())

@@ -55,6 +55,15 @@ def test_arfm_predictor_samples_distinct_reproducible_tracks(checkpoints: dict[s
     assert not torch.allclose(first[0], first[1])  # independent draws
 
 
+def test_arfm_parallel_spec_streams_with_the_parallel_schedule(checkpoints: dict[str, Path]) -> None:
+    from arfm.online import GivenPositionsTracker
+
+    sequential = build_predictor(f"arfm:{checkpoints['flow']}").stream(4, tracker=GivenPositionsTracker())
+    parallel = build_predictor(f"arfm-parallel:{checkpoints['flow']}")
+    assert parallel.name == "arfm-parallel" and parallel.stochastic
+    assert (sequential.schedule, parallel.stream(4, tracker=GivenPositionsTracker()).schedule) == ("sequential", "parallel")
+
+
 def test_regression_predictor_is_deterministic_and_repeats_one_rollout(checkpoints: dict[str, Path]) -> None:
     predictor = build_predictor(f"regression:{checkpoints['regression']}")
     assert not predictor.stochastic and predictor.name == "regression"

@@ -319,6 +319,71 @@ class TrackShiftFlowPredictor(nn.Module):
         return state
 
     @torch.no_grad()
+    def fuse_rows(self, state: RolloutState, positions: torch.Tensor, prev_shift: torch.Tensor, use_cache: bool = True) -> torch.Tensor:
+        """Feed ``S`` rows with known inputs after the state's rows; return their point features.
+
+        Args:
+            positions: ``(B, S, N, 2)`` pixel positions of the rows.
+            prev_shift: ``(B, S, N, 2)`` the shift that led to each row (model units).
+            use_cache: advance the KV cache (True) or recompute the whole history (False).
+
+        Returns:
+            ``(B, S, N, D)`` fused features. ``state.row`` advances by ``S``; ``state.positions``
+            and ``state.prev_shift`` are left to the caller.
+        """
+        b, s, n = positions.shape[:3]
+        device = positions.device
+        rows = state.row + torch.arange(s, device=device)
+        index = torch.zeros(b, s, dtype=torch.long, device=device)  # every future row reads the last frame
+        observed = (rows < state.observed_rows)[None].expand(b, s)
+        tokens = self._row_tokens(state.last_frame, positions, prev_shift, index, observed, state.frame_size)
+        if use_cache:
+            fused = self.fusion.step(tokens, state.cache, state.key_mask)
+        else:
+            state.history = tokens if state.history is None else torch.cat([state.history, tokens], dim=1)
+            fused = self.fusion.step(state.history, state.text_cache.clone(), state.key_mask)[:, -s:]
+        state.row += s
+        return fused[:, :, :n]
+
+    @torch.no_grad()
+    def denoise(
+        self,
+        state: RolloutState,
+        features: torch.Tensor,
+        prev_shift: torch.Tensor,
+        x_start: torch.Tensor,
+        t_start: float,
+        num_steps: int,
+    ) -> torch.Tensor:
+        """Integrate the flow head for ``S`` rows at once, from ``(x_start, t_start)`` to t = 1.
+
+        Rows are independent flow problems given their features (the head attends across
+        points only), so they share every Euler step's forward pass.
+
+        Args:
+            features: ``(B, S, N, D)`` from :meth:`fuse_rows`.
+            prev_shift: ``(B, S, N, 2)`` the rows' ``T_C``.
+            x_start: ``(B, S, N, 2)`` noised shifts at ``t_start``.
+
+        Returns:
+            ``(B, S, N, 2)`` shifts (model units); a regression model ignores ``x_start``.
+        """
+        b, s, n, _ = x_start.shape
+        flat = lambda x: x.reshape(b * s, n, x.shape[-1])  # noqa: E731
+        features, prev = flat(features), flat(prev_shift)
+        cond, mask = state.cond.repeat_interleave(s, dim=0), state.point_mask.repeat_interleave(s, dim=0)
+
+        def velocity(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            return self.head(x, t, prev, features, cond, mask)
+
+        x = flat(x_start)
+        if self.config.objective == "flow":
+            shift = flow.euler_sample(velocity, x, num_steps, t_start=t_start)
+        else:
+            shift = velocity(torch.zeros_like(x), torch.zeros(b * s, device=x.device))
+        return shift.view(b, s, n, 2)
+
+    @torch.no_grad()
     def advance(
         self,
         state: RolloutState,
@@ -332,30 +397,11 @@ class TrackShiftFlowPredictor(nn.Module):
         Returns:
             ``(B, N, 2)`` the new positions (pixels). ``state`` advances by one row.
         """
-        b = state.positions.shape[0]
-        index = torch.zeros(b, 1, dtype=torch.long, device=state.positions.device)
-        observed = torch.full((b, 1), state.row < state.observed_rows, device=state.positions.device)
-        tokens = self._row_tokens(
-            state.last_frame, state.positions[:, None], state.prev_shift[:, None], index, observed, state.frame_size
-        )
-        if use_cache:
-            fused = self.fusion.step(tokens, state.cache, state.key_mask)[:, -1]
-        else:
-            state.history = tokens if state.history is None else torch.cat([state.history, tokens], dim=1)
-            fused = self.fusion.step(state.history, state.text_cache.clone(), state.key_mask)[:, -1]
-        n = state.positions.shape[1]
-        features = fused[:, :n]
-
-        def velocity(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-            return self.head(x, t, state.prev_shift, features, state.cond, state.point_mask)
-
-        if self.config.objective == "flow":
-            shift = flow.euler_sample(velocity, x_start, num_steps, t_start=t_start)
-        else:
-            shift = velocity(torch.zeros_like(x_start), torch.zeros(b, device=x_start.device))
+        prev = state.prev_shift[:, None]
+        features = self.fuse_rows(state, state.positions[:, None], prev, use_cache)
+        shift = self.denoise(state, features, prev, x_start[:, None], t_start, num_steps)[:, 0]
         state.positions = state.positions + shift * self.config.shift_scale
         state.prev_shift = shift
-        state.row += 1
         return state.positions
 
     @torch.no_grad()

@@ -1,6 +1,8 @@
 """ARFM checkpoints as track predictors: ``arfm:<ckpt>`` and ``regression:<ckpt>`` (paper §4.2, Table 5).
 
-``arfm:<ckpt>`` samples the flow-matching model (stochastic); ``regression:<ckpt>`` runs the same
+``arfm:<ckpt>`` samples the flow-matching model (stochastic); ``arfm-parallel:<ckpt>`` is the same
+model whose streaming horizon updates use the parallel schedule (:mod:`arfm.online`) instead
+of the paper's sequential one; ``regression:<ckpt>`` runs the same
 architecture trained with the squared-error objective of App. E (deterministic: one rollout,
 repeated). Each checks the objective stored with the checkpoint, so a table row can never be
 labelled with the wrong objective.
@@ -27,9 +29,13 @@ class CheckpointPredictor:
         objective: the objective the checkpoint must have been trained with.
         device: torch device; CUDA when available by default.
         use_ema: sample from the EMA weights when the checkpoint has them (the paper does).
+        schedule: re-integration schedule of streaming horizon updates, ``"sequential"``
+            (paper) or ``"parallel"`` (see :class:`arfm.online.HorizonPredictor`).
     """
 
-    def __init__(self, checkpoint: str | Path, objective: str, device: str | None = None, use_ema: bool = True) -> None:
+    def __init__(
+        self, checkpoint: str | Path, objective: str, device: str | None = None, use_ema: bool = True, schedule: str = "sequential"
+    ) -> None:
         from arfm.checkpoint import load_model  # the model is only imported when a checkpoint is used
 
         self.checkpoint = Path(checkpoint)
@@ -43,7 +49,8 @@ class CheckpointPredictor:
                 f"use the predictor spec '{hint}:{self.checkpoint}'"
             )
         self.stochastic = objective == "flow"
-        self.name = "arfm" if self.stochastic else "regression"
+        self.schedule = schedule
+        self.name = ("arfm" if schedule == "sequential" else "arfm-parallel") if self.stochastic else "regression"
 
     @torch.no_grad()
     def predict(self, request: PredictionRequest) -> torch.Tensor:
@@ -76,7 +83,7 @@ class CheckpointPredictor:
         from arfm.online import HorizonPredictor
 
         mode = "update" if self.stochastic else "naive"  # a regression model has nothing to re-noise
-        return HorizonPredictor(self.model, horizon=horizon, tracker=tracker, mode=mode, seed=seed)
+        return HorizonPredictor(self.model, horizon=horizon, tracker=tracker, mode=mode, schedule=self.schedule, seed=seed)
 
 
 def _require_path(name: str, argument: str | None) -> str:
@@ -88,6 +95,11 @@ def _require_path(name: str, argument: str | None) -> str:
 @register_predictor("arfm")
 def _build_arfm(argument: str | None) -> CheckpointPredictor:
     return CheckpointPredictor(_require_path("arfm", argument), objective="flow")
+
+
+@register_predictor("arfm-parallel")
+def _build_arfm_parallel(argument: str | None) -> CheckpointPredictor:
+    return CheckpointPredictor(_require_path("arfm-parallel", argument), objective="flow", schedule="parallel")
 
 
 @register_predictor("regression")
