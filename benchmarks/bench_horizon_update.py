@@ -38,26 +38,30 @@ def stream(model, frames: np.ndarray, queries: np.ndarray, reference: tuple[np.n
     from arfm.online import HorizonPredictor
 
     mode, schedule = MODES[label]
-    make = lambda: HorizonPredictor(model, horizon=horizon, mode=mode, schedule=schedule, seed=0)  # noqa: E731
-    predictor = make()
+    predictor = HorizonPredictor(model, horizon=horizon, mode=mode, schedule=schedule, seed=0)
     previous = predictor.reset(frames[0], queries, "")
     times, jumps, errors = [], [], []
+
+    def update(index: int) -> None:
+        nonlocal previous
+        synchronize(device)
+        start = time.perf_counter()
+        current = predictor.update(frames[index])
+        synchronize(device)
+        times.append(time.perf_counter() - start)
+        jumps.append(float(np.linalg.norm(current[:, :-1] - previous[:, 1:], axis=-1).mean()))
+        errors.extend(horizon_error(current, index, *reference))
+        previous = current
+
     with ModuleProfile(model, device) as profile:
-        for index, frame in enumerate(frames[1:], start=1):
-            synchronize(device)
-            start = time.perf_counter()
-            current = predictor.update(frame)
-            synchronize(device)
-            times.append(time.perf_counter() - start)
-            jumps.append(float(np.linalg.norm(current[:, :-1] - previous[:, 1:], axis=-1).mean()))
-            errors += horizon_error(current, index, *reference)
-            previous = current
+        for index in range(1, len(frames) - 1):
+            update(index)
     updates = len(times)
-    # FLOPs of one update, counted on a fresh stream (counting slows the operators it sees).
-    counted = make()
-    counted.reset(frames[0], queries, "")
+    # The last frame's update is FLOP-counted (counting slows the operators it sees, so its
+    # time is left out of the timing columns).
     with ModuleProfile(model, device, flops=True) as flops:
-        counted.update(frames[1])
+        update(len(frames) - 1)
+    times.pop()
     return {
         "mode": label,
         "ms_per_frame": 1000 * float(np.median(times)),
@@ -78,9 +82,11 @@ def main() -> None:
     parser.add_argument("--video", type=Path, default=DEFAULT_CLIP)
     parser.add_argument("--horizon", type=int, default=16)
     parser.add_argument("--points", type=int, default=100)
-    parser.add_argument("--frames", type=int, default=20)
+    parser.add_argument("--frames", type=int, default=20, help="updates per mode (>= 2; the last one is FLOP-counted)")
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
+    if args.frames < 2:
+        parser.error("--frames must be >= 2")
 
     from arfm.checkpoint import load_model
     from arfm.data.video import read_video

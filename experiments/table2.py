@@ -217,7 +217,7 @@ def export_track_clips(data: Path, config, labelled: Path, camera_every: int, sm
     Returns:
         The number of clips (existing ones are kept).
     """
-    from arfm.data.dataset import clip_exists, write_clip, write_manifest
+    from arfm.data.clip_store import clip_exists, write_clip, write_manifest
     from integrations.chois.data.camera import camera_for_window, project_tracks, render_frame
     from integrations.chois.data.fbm_dataset import FbmWindowDataset
     from integrations.chois.data.mocap_to_fbm import heading

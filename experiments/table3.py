@@ -248,7 +248,7 @@ def sim_tracks_to_labelled(demos: Path, labelled: Path) -> int:
     """
     from arfm.coords import MODEL_FRAME_SIZE, rescale_pixels
     from arfm.data.calvin import CALVIN_FPS, iter_calvin_segments, load_segment_frames
-    from arfm.data.dataset import clip_exists, write_clip, write_manifest
+    from arfm.data.clip_store import clip_exists, write_clip, write_manifest
 
     count = 0
     for seg in iter_calvin_segments(demos):

@@ -102,3 +102,26 @@ def test_update_before_reset_and_bad_queries_are_errors(clip):
         HorizonPredictor(perturbed_model(), horizon=3, tracker=GivenPositionsTracker(), schedule="jacobi")
     with pytest.raises(ValueError, match="cache_window"):
         HorizonPredictor(perturbed_model(cache_window=4), horizon=8, tracker=GivenPositionsTracker())
+
+
+@pytest.mark.parametrize("schedule,fusion_calls,head_calls", [("sequential", 6, 4 * 5 + 16), ("parallel", 1, 4 + 16)])
+def test_update_call_counts_per_schedule(clip, schedule, fusion_calls, head_calls, monkeypatch):
+    # The parallel schedule's point: one fusion call and 4 + 16 head calls per frame, not H and 4 (H - 1) + 16.
+    model = perturbed_model(cache_window=32)
+    tracker = GivenPositionsTracker()
+    predictor = HorizonPredictor(model, horizon=6, tracker=tracker, schedule=schedule)
+    first = predictor.reset(clip[0], QUERIES)
+    calls = {"fusion": 0, "head": 0}
+
+    def counting(name, fn):
+        def wrapped(*args, **kwargs):
+            calls[name] += 1
+            return fn(*args, **kwargs)
+
+        return wrapped
+
+    monkeypatch.setattr(model.fusion, "step", counting("fusion", model.fusion.step))
+    monkeypatch.setattr(model.head, "forward", counting("head", model.head.forward))
+    tracker.set(first[:, 0])
+    predictor.update(clip[1])
+    assert calls == {"fusion": fusion_calls, "head": head_calls}

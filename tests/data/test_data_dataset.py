@@ -9,15 +9,8 @@ import pytest
 import torch
 
 from arfm.data.batch import collate_windows
-from arfm.data.dataset import (
-    LabelledTrackDataset,
-    eval_windows,
-    open_labelled_dataset,
-    remove_partial_clips,
-    split_of,
-    write_clip,
-    write_manifest,
-)
+from arfm.data.clip_store import remove_partial_clips, split_of, write_clip, write_manifest
+from arfm.data.dataset import LabelledTrackDataset, eval_windows, open_labelled_dataset
 
 
 def make_clip(num_frames=30, num_tracks=40, speed=2.0, seed=0):

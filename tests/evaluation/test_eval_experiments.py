@@ -16,7 +16,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 def _labelled(root: Path) -> None:
     """Three 60-frame clips whose 40 tracks drift by a few pixels per frame."""
-    from arfm.data.dataset import write_clip, write_manifest
+    from arfm.data.clip_store import write_clip, write_manifest
 
     rng = np.random.default_rng(0)
     for i in range(3):

@@ -173,7 +173,7 @@ def test_eval_config_parses_cli_flags_and_validates(tmp_path: Path) -> None:
 
 def _write_labelled_dataset(root: Path) -> None:
     """Two 12-frame clips: one moving 8 px per frame (kept by the filter), one still (filtered out)."""
-    from arfm.data.dataset import write_clip, write_manifest
+    from arfm.data.clip_store import write_clip, write_manifest
 
     rng = np.random.default_rng(0)
     frames = rng.integers(0, 255, size=(12, 256, 256, 3), dtype=np.uint8)

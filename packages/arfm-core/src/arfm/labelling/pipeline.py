@@ -1,7 +1,7 @@
 """Pseudo-label clips with a point tracker into a training set (paper §3.1).
 
 For each clip: decode to 256 x 256, place the query points (1000 by default), track them
-through the whole clip, and write the clip atomically (:func:`arfm.data.dataset.write_clip`).
+through the whole clip, and write the clip atomically (:func:`arfm.data.clip_store.write_clip`).
 The run is resumable: clips already on disk are skipped and leftovers of an interrupted write
 are removed first, so rerunning after a kill gives the same dataset as an uninterrupted run
 (queries are seeded per clip from ``seed`` and the clip id, and LK is deterministic).
@@ -23,7 +23,8 @@ import tyro
 from tqdm import tqdm
 
 from arfm.data.calvin import CalvinFormatError, Camera
-from arfm.data.dataset import LabelledDataset, clip_exists, remove_partial_clips, write_clip, write_manifest
+from arfm.data.clip_store import clip_exists, remove_partial_clips, write_clip, write_manifest
+from arfm.data.dataset import LabelledDataset
 from arfm.data.video import ResizeMode, VideoReadError
 from arfm.labelling.sources import ClipSource, SourceFormat, discover_sources
 from arfm.tracking import PointTracker, build_tracker, make_queries

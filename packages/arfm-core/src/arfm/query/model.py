@@ -24,7 +24,7 @@ import torch.nn as nn
 from arfm.backbones import build_backbone
 from arfm.config import BackboneConfig
 from arfm.data.subsample import DEFAULT_TEMPERATURE
-from arfm.model import sample_local_features
+from arfm.local_features import sample_local_features
 
 
 @dataclass
