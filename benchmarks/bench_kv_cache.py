@@ -31,16 +31,17 @@ def rollout(preset: str, use_cache: bool, points: int, steps: int, device: str, 
     def run() -> None:
         model.sample(frames, observed, ["a robot arm picks up a block"], horizon=steps, use_cache=use_cache)
 
-    if repeats > 1:  # timing runs first, then one profiled run for the split and the FLOPs
+    if repeats > 1:  # timing runs, then one run timing the two modules, then one counting FLOPs
         seconds = timed(run, device, repeats=repeats, warmup=1)
-        with ModuleProfile(model, device, flops=True) as profile:
+        with ModuleProfile(model, device) as profile:
             run()
-        scale = seconds / max(sum(profile.seconds.values()), 1e-12)  # profiled run is slower: keep its split only
-        fusion_s, head_s = profile.seconds["fusion"] * scale, profile.seconds["head"] * scale
-    else:  # a single run too slow to repeat: time and count it at once
+        with ModuleProfile(model, device, flops=True) as counted:
+            run()
+    else:  # a single run too slow to repeat: time, split and count it at once
         with ModuleProfile(model, device, flops=True) as profile:
             seconds = timed(run, device, repeats=1, warmup=0)
-        fusion_s, head_s = profile.seconds["fusion"], profile.seconds["head"]
+        counted = profile
+    fusion_s, head_s = profile.seconds["fusion"], profile.seconds["head"]
     peak_gpu = torch.cuda.max_memory_allocated() / 2**20 if device.startswith("cuda") else float("nan")
     return {
         "preset": preset,
@@ -48,9 +49,9 @@ def rollout(preset: str, use_cache: bool, points: int, steps: int, device: str, 
         "seconds": seconds,
         "fusion_s": fusion_s,
         "head_s": head_s,
-        "tflop": profile.flops["total"] / 1e12,
-        "fusion_tflop": profile.flops["fusion"] / 1e12,
-        "head_tflop": profile.flops["head"] / 1e12,
+        "tflop": counted.flops["total"] / 1e12,
+        "fusion_tflop": counted.flops["fusion"] / 1e12,
+        "head_tflop": counted.flops["head"] / 1e12,
         "peak_gpu_mib": peak_gpu,
     }
 

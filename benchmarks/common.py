@@ -136,7 +136,11 @@ def in_subprocess(target: Callable[..., dict], **kwargs: Any) -> dict:
 def markdown_table(rows: list[dict], columns: list[str]) -> str:
     """Rows of dicts -> a markdown table with the given columns."""
     def cell(v: Any) -> str:
-        return f"{v:.3g}" if isinstance(v, float) else str(v)
+        if not isinstance(v, float):
+            return str(v)
+        if v != v:
+            return "n/a"
+        return f"{v:.0f}" if abs(v) >= 1000 else f"{v:.3g}"
 
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(cell(r.get(c, "")) for c in columns) + " |" for r in rows]
