@@ -35,7 +35,7 @@ def horizon_error(horizon: np.ndarray, frame: int, reference: np.ndarray, visibl
 
 
 def stream(model, frames: np.ndarray, queries: np.ndarray, reference: tuple[np.ndarray, np.ndarray], label: str, horizon: int, device: str) -> dict:
-    from arfm.online import HorizonPredictor
+    from arfm.online import HorizonPredictor, horizon_consistency
 
     mode, schedule = MODES[label]
     predictor = HorizonPredictor(model, horizon=horizon, mode=mode, schedule=schedule, seed=0)
@@ -49,7 +49,7 @@ def stream(model, frames: np.ndarray, queries: np.ndarray, reference: tuple[np.n
         current = predictor.update(frames[index])
         synchronize(device)
         times.append(time.perf_counter() - start)
-        jumps.append(float(np.linalg.norm(current[:, :-1] - previous[:, 1:], axis=-1).mean()))
+        jumps.append(horizon_consistency(previous, current))
         errors.extend(horizon_error(current, index, *reference))
         previous = current
 

@@ -14,6 +14,7 @@ import sys
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "train": ("arfm.train", "train the track predictor (flow matching or the regression ablation)"),
     "predict": ("arfm.predict", "predict future tracks for a clip and write a picture/GIF"),
+    "stream": ("arfm.stream", "stream a video through the online horizon predictor (§3.4) and draw the live horizon"),
     "label": ("arfm.labelling.cli", "pseudo-label videos with a point tracker into a training set"),
     "eval": ("arfm.evaluation.cli", "evaluate predictors: Tables 1 and 5 of the paper"),
     "train-query": ("arfm.query.train", "train the query-information predictor (paper §3.3)"),

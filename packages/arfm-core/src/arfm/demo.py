@@ -8,7 +8,9 @@
    from one frame (resumes if a checkpoint is already there);
 3. for the evaluation windows of the paper's protocol (one frame, 100 points, 50 steps,
    clips that move), samples future tracks and writes, per clip, a GIF with the prediction
-   next to the pseudo-labels over the real future frames, plus one overview PNG.
+   next to the pseudo-labels over the real future frames, plus one overview PNG;
+4. streams one robot clip frame by frame as a controller would (``arfm stream``: LK tracks
+   the points, the 16-step horizon is updated at every frame, §3.4) and writes its GIF.
 
 It is a pipeline demo on a few minutes of CPU, not a trained model: expect the tiny model to
 capture coarse motion at best. Every window it shows comes from clips it trained on (there are
@@ -39,6 +41,8 @@ class DemoCommand:
         horizon: future steps predicted (paper: 50).
         num_points: points per predicted clip (paper: 100).
         max_clips: clips drawn.
+        stream_horizon: horizon of the streamed clip (paper's robotics setting: 16).
+        stream_frames: frames streamed.
         seed: seed of training and sampling.
         threads: torch CPU threads (0 = torch's default). One thread is the safe choice on a
             small or shared machine: more threads than free cores make torch spin.
@@ -51,6 +55,8 @@ class DemoCommand:
     horizon: int = 50
     num_points: int = 100
     max_clips: int = 4
+    stream_horizon: int = 16
+    stream_frames: int = 40
     seed: int = 0
     threads: int = 1
 
@@ -69,17 +75,17 @@ def run_demo(cmd: DemoCommand) -> list[Path]:
     if not cmd.videos.is_dir():
         raise FileNotFoundError(f"demo videos folder '{cmd.videos}' not found: pass --videos DIR (the shared data lives in ../shared/data/videos)")
     labelled = cmd.out / "labelled"
-    print(f"[1/3] pseudo-labelling {cmd.videos} -> {labelled}")
+    print(f"[1/4] pseudo-labelling {cmd.videos} -> {labelled}")
     summary = label_dataset(LabelConfig(input=cmd.videos, output=labelled))
     print(summary.format())
 
-    print(f"[2/3] training the tiny preset for {cmd.steps} steps")
+    print(f"[2/4] training the tiny preset for {cmd.steps} steps")
     model_cfg = tiny_model_config(horizon=cmd.horizon)
     train_cfg = tiny_train_config(steps=cmd.steps, batch_size=4, max_cond_frames=1, save_every=max(1, cmd.steps // 3), seed=cmd.seed)
     dataset = LabelledTrackDataset(labelled, split="train", num_points=cmd.train_points, horizon=cmd.horizon, max_cond_frames=1, seed=cmd.seed)
     ckpt = run_training(model_cfg, train_cfg, dataset, cmd.out / "run", resume=True)
 
-    print("[3/3] predicting from one frame and drawing")
+    print("[3/4] predicting from one frame and drawing")
     model = load_model(ckpt)
     data = open_labelled_dataset(labelled)
     pictures, overview = [], []
@@ -102,8 +108,27 @@ def run_demo(cmd: DemoCommand) -> list[Path]:
     if not overview:
         raise RuntimeError(f"no clip of {labelled} is long enough and moves enough for a {cmd.horizon}-step window")
     pictures.append(write_png(cmd.out / "overview.png", np.concatenate(overview, axis=0)))
+    pictures.append(stream_one_clip(model, data, cmd))
     print(f"wrote {len(pictures)} pictures to {cmd.out}")
     return pictures
+
+
+def stream_one_clip(model: torch.nn.Module, data, cmd: DemoCommand) -> Path:
+    """Stage 4: the online horizon over the first robot clip (or the first clip), as a GIF."""
+    from arfm.online import HorizonPredictor
+    from arfm.predict import grid_queries
+    from arfm.stream import stream_animation, stream_clip
+    from arfm.viz import write_gif
+
+    ids = data.clip_ids
+    clip_id = next((c for c in ids if c.startswith("robot")), ids[0])
+    frames = np.asarray(data.open_arrays(clip_id)["frames"][: cmd.stream_frames])
+    print(f"[4/4] streaming {clip_id} ({len(frames)} frames, horizon {cmd.stream_horizon}, updated every frame)")
+    predictor = HorizonPredictor(model, horizon=cmd.stream_horizon, seed=cmd.seed)
+    result = stream_clip(predictor, frames, grid_queries(cmd.num_points), data.load_clip(clip_id).caption, progress=False)
+    gif = write_gif(cmd.out / f"stream_{clip_id}.gif", stream_animation(frames, result))
+    print(f"  median update {np.median(result.latency_ms[1:]):.0f} ms, consistency {result.consistency_px():.2f} px -> {gif}")
+    return gif
 
 
 def main(argv: list[str] | None = None) -> None:

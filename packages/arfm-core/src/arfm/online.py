@@ -69,11 +69,22 @@ class GivenPositionsTracker:
         return self.points.copy(), np.ones(len(self.points), dtype=bool)
 
 
+def horizon_consistency(previous: np.ndarray, current: np.ndarray) -> float:
+    """Mean displacement (px) between two successive horizons ``(N, H, 2)`` on the steps they
+    share: step ``h + 1`` of ``previous`` and step ``h`` of ``current`` are the same future frame."""
+    if previous.shape != current.shape or previous.ndim != 3 or previous.shape[1] < 2:
+        raise ValueError(f"horizons must both be (N, H >= 2, 2), got {previous.shape} and {current.shape}")
+    return float(np.linalg.norm(current[:, :-1] - previous[:, 1:], axis=-1).mean())
+
+
 def frame_tensor(frame: np.ndarray, device: torch.device) -> torch.Tensor:
     """``(H, W, 3)`` uint8 -> ``(1, 1, 3, H, W)`` float in ``[0, 1]``."""
     if frame.ndim != 3 or frame.shape[-1] != 3 or frame.dtype != np.uint8:
         raise ValueError(f"frame must be (H, W, 3) uint8, got {frame.shape} {frame.dtype}")
-    return torch.from_numpy(np.ascontiguousarray(frame)).permute(2, 0, 1).float().div(255.0)[None, None].to(device)
+    frame = np.ascontiguousarray(frame)
+    if not frame.flags.writeable:  # a memory-mapped clip: torch wants memory it may own
+        frame = frame.copy()
+    return torch.from_numpy(frame).permute(2, 0, 1).float().div(255.0)[None, None].to(device)
 
 
 class HorizonPredictor:
