@@ -34,19 +34,33 @@ def main() -> None:
     rows = []
     for preset in args.presets:
         model = build_model(preset, device=args.device, horizon=args.horizon, max_points=args.points)
-        data = MovingShapesDataset(length=args.batch, num_points=args.points, horizon=args.horizon, fixed_cond_frames=1)
-        batch = collate_windows([data[i] for i in range(args.batch)]).to(args.device)
-        model.train()
         opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
+        batch_size = args.batch
+        while True:  # on a GPU, halve the batch until a training step fits in memory
+            data = MovingShapesDataset(length=batch_size, num_points=args.points, horizon=args.horizon, fixed_cond_frames=1)
+            batch = collate_windows([data[i] for i in range(batch_size)]).to(args.device)
+            model.train()
 
-        def train_step() -> None:
-            with autocast:
-                loss = model.loss(batch)
-            loss.backward()
-            opt.step()
+            def train_step() -> None:
+                with autocast:
+                    loss = model.loss(batch)
+                loss.backward()
+                opt.step()
+                opt.zero_grad(set_to_none=True)
+
+            try:
+                train_s = timed(train_step, args.device, repeats=args.train_steps, warmup=1)
+                break
+            except torch.OutOfMemoryError:
+                if batch_size == 1:
+                    raise
+            # Out of memory: free what the failed step held (outside the except block, whose
+            # traceback keeps the step's tensors alive) and retry with half the batch.
             opt.zero_grad(set_to_none=True)
-
-        train_s = timed(train_step, args.device, repeats=args.train_steps, warmup=1)
+            del batch, train_step
+            torch.cuda.empty_cache()
+            print(f"{preset} {args.dtype}: batch {batch_size} is out of memory, trying {batch_size // 2}", flush=True)
+            batch_size //= 2
         model.eval()
         frames, observed = batch.frames[:1, :1], batch.tracks[:1, :, :1]
 
@@ -58,8 +72,8 @@ def main() -> None:
         rows.append({
             "preset": preset,
             "dtype": args.dtype,
-            "batch": args.batch,
-            "train_samples_per_s": args.batch / train_s,
+            "batch": batch_size,
+            "train_samples_per_s": batch_size / train_s,
             "rollout_points_steps_per_s": args.points * args.horizon / roll_s,
             "rollout_s": roll_s,
         })

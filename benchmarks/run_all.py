@@ -20,9 +20,15 @@ HERE = Path(__file__).resolve().parent
 DEMO_CHECKPOINT = HERE.parent / "demo_out" / "run" / "checkpoint"
 
 
+FAILED: list[str] = []
+
+
 def run(script: str, *args: str) -> None:
-    print(f"\n$ python benchmarks/{script} {' '.join(args)}", flush=True)
-    subprocess.run([sys.executable, str(HERE / script), *args], check=True)
+    """Run one benchmark; a failure (e.g. out of GPU memory) is reported and the rest still run."""
+    command = f"python benchmarks/{script} {' '.join(args)}"
+    print(f"\n$ {command}", flush=True)
+    if subprocess.run([sys.executable, str(HERE / script), *args]).returncode != 0:
+        FAILED.append(command)
 
 
 def main() -> None:
@@ -44,6 +50,9 @@ def main() -> None:
         run("bench_horizon_update.py", "--preset", "base", "--frames", "3", "--points", "100")
         run("bench_merged_vs_decoupled.py")
         run("bench_throughput.py", "--presets", "tiny")
+    if FAILED:
+        print("\nfailed:\n  " + "\n  ".join(FAILED), file=sys.stderr)
+        raise SystemExit(1)
 
 
 if __name__ == "__main__":

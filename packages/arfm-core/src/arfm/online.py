@@ -19,7 +19,7 @@ Step 2 has two schedules:
 - ``"parallel"``: one Jacobi sweep of the same recursion. The fusion module reads every
   horizon row at once from the previous horizon re-anchored on the observation (positions =
   observation + previous shifts), then all re-noised rows share each of the 4 Euler steps and
-  the new row takes its 16. Same FLOPs, but 2 fusion calls and 20 head calls instead of
+  the new row takes its 16. Same FLOPs, but one fusion call and 20 head calls instead of
   ``H`` and ``4 * (H - 1) + 16``: far less latency where calls, not arithmetic, bound the time
   (a GPU at robot batch sizes). Rows differ from the sequential schedule only by conditioning
   on the previous instead of the re-integrated shifts; with ``t_e = 1`` the two are equal.
