@@ -130,15 +130,17 @@ def stream_clip(
     recorder = RecordingTracker(predictor.tracker)
     predictor.tracker = recorder
     horizons, latency = [], []
-    for index in tqdm(range(len(frames)), desc="stream", unit="frame", disable=not progress):
-        start = time.perf_counter()
-        if index == 0:
-            horizon = predictor.reset(frames[0], queries, caption)
-        else:
-            horizon = predictor.update(frames[index])
-        latency.append(1000.0 * (time.perf_counter() - start))
-        horizons.append(horizon)
-    predictor.tracker = recorder.inner
+    try:
+        for index in tqdm(range(len(frames)), desc="stream", unit="frame", disable=not progress):
+            start = time.perf_counter()
+            if index == 0:
+                horizon = predictor.reset(frames[0], queries, caption)
+            else:
+                horizon = predictor.update(frames[index])
+            latency.append(1000.0 * (time.perf_counter() - start))
+            horizons.append(horizon)
+    finally:
+        predictor.tracker = recorder.inner
     return StreamResult(np.stack(horizons), np.stack(recorder.positions), np.stack(recorder.visible), np.asarray(latency))
 
 
