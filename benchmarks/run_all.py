@@ -5,7 +5,7 @@
 
 The horizon-update benchmark uses the checkpoint ``make demo`` trains (``demo_out/run/checkpoint``)
 when it exists, so that its consistency and error columns mean something; otherwise random
-weights. The base-size 50-step KV-cache run takes about 40 CPU minutes and is left to
+weights. The base-size 50-step KV-cache run takes about 16 CPU minutes and is left to
 ``python benchmarks/bench_kv_cache.py --presets base --repeats 1``.
 """
 
