@@ -60,6 +60,14 @@ def grid_queries(num_points: int, size: int = MODEL_FRAME_SIZE) -> np.ndarray:
     return np.stack([xx.ravel(), yy.ravel()], axis=-1)[:num_points].astype(np.float32)
 
 
+def load_queries(path: Path) -> np.ndarray:
+    """Query pixels ``(N, 2)`` of the 256 x 256 frame from a ``.npy`` file, validated."""
+    points = np.load(path).astype(np.float32)
+    if points.ndim != 2 or points.shape[1] != 2 or len(points) == 0 or not np.isfinite(points).all():
+        raise ValueError(f"--queries {path} must hold a non-empty, finite (N, 2) array of pixels, got {points.shape}")
+    return points
+
+
 def observe(frames: np.ndarray, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Track query points (on ``frames[0]``) through the conditioning frames with LK."""
     if len(frames) == 1:
@@ -108,12 +116,7 @@ def main(argv: list[str] | None = None) -> None:
     if cmd.start + cmd.cond_frames > len(clip.frames):
         raise ValueError(f"{cmd.video} has {len(clip.frames)} frames; --start {cmd.start} + --cond-frames {cmd.cond_frames} is past its end")
     cond = clip.frames[cmd.start : cmd.start + cmd.cond_frames]
-    if cmd.queries is not None:
-        points = np.load(cmd.queries).astype(np.float32)
-        if points.ndim != 2 or points.shape[1] != 2 or len(points) == 0:
-            raise ValueError(f"--queries {cmd.queries} must hold a non-empty (N, 2) array, got {points.shape}")
-    else:
-        points = grid_queries(cmd.num_points)
+    points = grid_queries(cmd.num_points) if cmd.queries is None else load_queries(cmd.queries)
     future, observed, _ = predict_clip(model, cond, points, cmd.caption, horizon, cmd.num_samples, cmd.seed)
 
     base = cmd.out.with_suffix("") if cmd.out.suffix in (".gif", ".png", ".npz") else cmd.out

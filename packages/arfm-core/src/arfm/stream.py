@@ -160,13 +160,10 @@ def stream_animation(frames: np.ndarray, result: StreamResult) -> list[np.ndarra
 
 def choose_queries(cmd: StreamCommand, first_frame: np.ndarray) -> np.ndarray:
     """Query pixels ``(N, 2)`` from ``--queries``, ``--query-checkpoint`` or a grid."""
-    from arfm.predict import grid_queries
+    from arfm.predict import grid_queries, load_queries
 
     if cmd.queries is not None:
-        points = np.load(cmd.queries).astype(np.float32)
-        if points.ndim != 2 or points.shape[1] != 2 or len(points) == 0 or not np.isfinite(points).all():
-            raise ValueError(f"--queries {cmd.queries} must hold a non-empty, finite (N, 2) array of pixels, got {points.shape}")
-        return points
+        return load_queries(cmd.queries)
     if cmd.query_checkpoint is not None:
         from arfm.query.train import load_query_model
 
