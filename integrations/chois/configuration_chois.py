@@ -9,6 +9,12 @@ hand/foot FK + contact + object-keypoint losses, and guidance during the last sa
 The ARFM addition (paper §3.5): future 2-D tracks (50 steps, temporal stride 3) are encoded by
 the track encoder (ViT-Base sized) and added to the leading token through a zero-initialised
 projection.
+
+Two denoiser layouts are chosen by ``variant``: ``"arfm"`` (ours: a pre-LN ``nn.TransformerEncoder``)
+and ``"official"``, the exact layout of the released CHOIS code (post-LN blocks with per-head
+``d_k`` / ``d_v``, a stored sinusoid position table, a 64-wide integer-step time embedding, x0
+clamped to [-1, 1]) so the released checkpoint loads through ``convert.py`` and reproduces the
+official outputs.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from arfm.config import config_from_dict
 from track_encoder import TrackEncoderConfig, tiny_track_encoder_config
 
 TextEncoderKind = Literal["clip", "hashed"]
+DenoiserVariant = Literal["arfm", "official"]
 
 NUM_JOINTS = 24
 """Joint positions per frame: the 22 SMPL-X body joints plus one point per hand."""
@@ -63,6 +70,12 @@ class ChoisConfig:
         waypoint_every: frames between object x-y waypoints in the condition mask (CHOIS: 30).
         guidance_last_steps: the final sampling steps on which guidance is applied.
         guidance_scale: step size of the guidance gradient on the predicted x0.
+        variant: ``"arfm"`` (our pre-LN transformer) or ``"official"`` (the released CHOIS layout,
+            see :func:`official_chois_config`).
+        d_k: query/key width per head of the official variant (CHOIS: 256); ``None`` = d_model / heads.
+        d_v: value width per head of the official variant (CHOIS: 256); ``None`` = d_model / heads.
+        clamp_x0: clamp the predicted (normalised) x0 to [-1, 1] while sampling (official CHOIS,
+            whose data are min-max normalised to [-1, 1]).
         use_tracks: build the track branch.
         track_horizon: future track steps fed to the encoder (paper: 50).
         track_stride: frames between track steps (paper footnote: rendered video downsampled by 3).
@@ -97,6 +110,10 @@ class ChoisConfig:
     waypoint_every: int = 30
     guidance_last_steps: int = 10
     guidance_scale: float = 0.1
+    variant: DenoiserVariant = "arfm"
+    d_k: int | None = None
+    d_v: int | None = None
+    clamp_x0: bool = False
     use_tracks: bool = True
     track_horizon: int = 50
     track_stride: int = 3
@@ -120,6 +137,9 @@ class ChoisConfig:
         _require(self.waypoint_every >= 1, "waypoint_every", "must be >= 1")
         _require(0 <= self.guidance_last_steps <= self.diffusion_steps, "guidance_last_steps", "must lie in [0, diffusion_steps]")
         _require(self.guidance_scale >= 0, "guidance_scale", "must be >= 0")
+        _require(self.variant in ("arfm", "official"), "variant", f"must be 'arfm' or 'official', got {self.variant!r}")
+        _require(self.d_k is None or self.d_k >= 1, "d_k", "must be >= 1 or None")
+        _require(self.d_v is None or self.d_v >= 1, "d_v", "must be >= 1 or None")
         _require(self.track_horizon >= 1, "track_horizon", "must be >= 1")
         _require(self.track_stride >= 1, "track_stride", "must be >= 1")
         _require(0.0 <= self.track_dropout <= 1.0, "track_dropout", "must lie in [0, 1]")
@@ -128,6 +148,12 @@ class ChoisConfig:
             "track_encoder",
             f"num_steps={self.track_encoder.num_steps} must equal track_horizon + 1 = {self.track_horizon + 1}",
         )
+
+    @property
+    def head_dims(self) -> tuple[int, int]:
+        """``(d_k, d_v)`` per attention head of the official variant."""
+        default = self.d_model // self.num_heads
+        return (self.d_k or default, self.d_v or default)
 
     @property
     def motion_dim(self) -> int:
@@ -161,6 +187,19 @@ def tiny_chois_config(**overrides: Any) -> ChoisConfig:
     return dataclasses.replace(cfg, **overrides)
 
 
+def official_chois_config(**overrides: Any) -> ChoisConfig:
+    """The released CHOIS denoiser (lijiaman/chois_release, ``trainer_chois.py`` with the released scripts).
+
+    Post-LN transformer, 4 layers, 4 heads of d_k = d_v = 256 over d_model 512, position-wise
+    FFN 512 -> 512, window 120, cosine schedule of 1000 steps, x0 clamped to [-1, 1]. No track
+    branch (parity with the official outputs; ``load_checkpoint(use_tracks=True)`` adds a
+    zero-initialised one) and no guidance (ours acts in metres; the official guidance needs
+    object SDFs and is not reproduced).
+    """
+    cfg = ChoisConfig(variant="official", d_k=256, d_v=256, ffn_dim=512, clamp_x0=True, use_tracks=False, guidance_last_steps=0)
+    return dataclasses.replace(cfg, **overrides)
+
+
 def chois_config_to_dict(cfg: ChoisConfig) -> dict:
     """JSON-able dict of a config."""
     return dataclasses.asdict(cfg)
@@ -171,4 +210,4 @@ def chois_config_from_dict(data: dict) -> ChoisConfig:
     return config_from_dict(ChoisConfig, data, "CHOIS")
 
 
-PRESETS = {"base": ChoisConfig, "tiny": tiny_chois_config}
+PRESETS = {"base": ChoisConfig, "tiny": tiny_chois_config, "official": official_chois_config}

@@ -16,6 +16,28 @@ The ``tiny`` preset keeps every structural fact (token layout, 9 latents, 10 + 1
 queries, heads, losses) and shrinks the widths, the image size (32 px) and the backbones
 (a 1-block timm ViT, a hashed-word text embedding) so a training step takes well under a
 second on a CPU.
+
+**Official compatibility** (``compat``, issue 12): ``"arfm_robotics"`` reproduces the ARFM robotics
+GR-1 (GR1-Training's GR-1 with HF GPT-2 and the future-track token) and ``"bytedance"`` the
+original GR-1 release, exactly, so their checkpoints load through
+:mod:`integrations.gr1.convert`. Both switch on, against our default:
+
+- the official per-step token order ``[lang, state, latents, CLS, hand latents, hand CLS,
+  (track), action queries, obs queries, hand obs queries]``, with the step embedding on the
+  observation tokens only (queries carry none);
+- language ``x / (||x|| + 1e-6)`` of the CLIP text embedding; separate patch / CLS projections
+  for the gripper camera; the action head without activations; images normalised with
+  ``std + 1e-6``; the resampler's media position embedding;
+- one video decoder for both cameras (timm ViT blocks, a stored sin-cos table), with the obs
+  queries only when ``predict_video`` (the released bytedance evaluation runs without them).
+
+``"arfm_robotics"`` adds learned absolute position embeddings over the flattened token index
+(HF GPT-2 ``wpe``, ``max_positions`` rows, added after ``embed_ln``), ``action_chunk`` action
+queries per step (``action_chunk_queries + action_query``), and a track token without a learned
+"no tracks" embedding (``tracks=None`` encodes one all-zero track, the official empty-slot
+value); use :func:`track_encoder.official_track_encoder_config` for its encoder.
+``"bytedance"`` has no position embedding at all, one action query and no track token. Both
+released models use ``gpt_activation="relu"``.
 """
 
 from __future__ import annotations
@@ -27,6 +49,7 @@ from typing import Any, Literal
 from track_encoder import TrackEncoderConfig, tiny_track_encoder_config
 
 TextEncoderKind = Literal["clip", "hashed"]
+CompatMode = Literal["none", "arfm_robotics", "bytedance"]
 
 
 def _require(condition: bool, field_name: str, message: str) -> None:
@@ -69,6 +92,13 @@ class GR1Config:
         track_dropout: probability of replacing a sample's tracks by the learned "no tracks"
             embedding during training, so one checkpoint also runs with ``tracks=None``.
         track_encoder: sizes of the track encoder (``num_steps`` must equal ``track_len``).
+        compat: ``"none"`` (ours), ``"arfm_robotics"`` or ``"bytedance"``: the exact official
+            architecture (module docstring).
+        action_chunk: action queries per step, each predicting one action of a chunk
+            (``compat="arfm_robotics"`` only; released: 10). The executed action is the first.
+        max_positions: rows of the absolute position table (``compat="arfm_robotics"``; HF
+            ``n_positions``, released: 1024).
+        gpt_activation: MLP activation of the transformer, ``"gelu_tanh"`` or ``"relu"``.
     """
 
     window: int = 10
@@ -106,6 +136,10 @@ class GR1Config:
     track_frame_size: int = 200
     track_dropout: float = 0.1
     track_encoder: TrackEncoderConfig = field(default_factory=TrackEncoderConfig)
+    compat: CompatMode = "none"
+    action_chunk: int = 1
+    max_positions: int = 1024
+    gpt_activation: Literal["gelu_tanh", "relu"] = "gelu_tanh"
 
     def __post_init__(self) -> None:
         if isinstance(self.track_encoder, dict):  # loaded back from JSON
@@ -129,6 +163,32 @@ class GR1Config:
             "track_encoder",
             f"num_steps={self.track_encoder.num_steps} must equal track_len={self.track_len}",
         )
+        _require(self.compat in ("none", "arfm_robotics", "bytedance"), "compat", f"must be 'none', 'arfm_robotics' or 'bytedance', got {self.compat!r}")
+        _require(self.gpt_activation in ("gelu_tanh", "relu"), "gpt_activation", f"must be 'gelu_tanh' or 'relu', got {self.gpt_activation!r}")
+        _require(self.action_chunk >= 1, "action_chunk", f"must be >= 1, got {self.action_chunk}")
+        _require(self.action_chunk == 1 or self.compat == "arfm_robotics", "action_chunk", "action chunks exist only with compat='arfm_robotics'")
+        _require(not (self.compat == "bytedance" and self.use_tracks), "use_tracks", "bytedance GR-1 has no track token")
+        if self.compat == "arfm_robotics":
+            _require(
+                self.max_positions >= self.window * self.tokens_per_step,
+                "max_positions",
+                f"{self.max_positions} < window * tokens_per_step = {self.window * self.tokens_per_step}",
+            )
+
+    @property
+    def official(self) -> bool:
+        """Whether an official architecture (``compat != "none"``) is built."""
+        return self.compat != "none"
+
+    @property
+    def obs_tokens_per_step(self) -> int:
+        """Non-query tokens per timestep: lang, state, 2 x (latents + CLS) and the track token."""
+        return 2 + int(self.use_tracks) + 2 * (self.resampler_latents + 1)
+
+    @property
+    def video_query_tokens(self) -> int:
+        """OBS + OBS_HAND query tokens per timestep (official modes drop them without ``predict_video``)."""
+        return 2 * self.video_queries if (self.predict_video or not self.official) else 0
 
     @property
     def num_patches(self) -> int:
@@ -137,9 +197,8 @@ class GR1Config:
 
     @property
     def tokens_per_step(self) -> int:
-        """Tokens per timestep: lang, state, [track], 2 x (latents + CLS), ACT, 2 x video queries."""
-        obs = 2 * (self.resampler_latents + 1)
-        return 2 + int(self.use_tracks) + obs + 1 + 2 * self.video_queries
+        """Tokens per timestep: lang, state, [track], 2 x (latents + CLS), ACT (x chunk), 2 x video queries."""
+        return self.obs_tokens_per_step + self.action_chunk + self.video_query_tokens
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (inverse: :meth:`from_dict`)."""

@@ -105,9 +105,14 @@ class _PerceiverAttention(nn.Module):
 class PerceiverResampler(nn.Module):
     """``(M, P, D)`` patch features -> ``(M, num_latents, D)`` learned latents."""
 
-    def __init__(self, dim: int, depth: int, num_latents: int, heads: int, dim_head: int, ff_mult: int = 4) -> None:
+    def __init__(
+        self, dim: int, depth: int, num_latents: int, heads: int, dim_head: int, ff_mult: int = 4, media_pos_emb: bool = False
+    ) -> None:
         super().__init__()
         self.latents = nn.Parameter(torch.randn(num_latents, dim) * 0.02)
+        # flamingo_pytorch adds a learned embedding per media frame; GR-1 passes one frame, so one
+        # vector added to every patch (kept only where an official checkpoint has it).
+        self.media_pos_emb = nn.Parameter(torch.zeros(1, 1, dim)) if media_pos_emb else None
         self.layers = nn.ModuleList(
             nn.ModuleList(
                 [
@@ -120,6 +125,8 @@ class PerceiverResampler(nn.Module):
         self.norm = nn.LayerNorm(dim)
 
     def forward(self, media: torch.Tensor) -> torch.Tensor:
+        if self.media_pos_emb is not None:
+            media = media + self.media_pos_emb
         latents = self.latents.expand(media.shape[0], -1, -1)
         for attn, ff in self.layers:
             latents = latents + attn(media, latents)

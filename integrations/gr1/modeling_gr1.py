@@ -15,6 +15,11 @@ predicts the frame ``video_offset`` steps ahead as per-patch-normalised pixels.
 The track token (ARFM) is the track encoder's [CLS] output over the future tracks starting at
 the step's frame, projected to the GR-1 width; ``tracks=None`` gives a learned "no tracks"
 embedding instead, so one checkpoint runs with and without a track predictor.
+
+``config.compat`` builds the official ARFM robotics or bytedance GR-1 instead (token order,
+absolute positions, action chunks, shared decoder, ...: see
+:mod:`integrations.gr1.configuration_gr1`); :mod:`integrations.gr1.convert` loads their
+checkpoints. The public interface (``encode_*``, ``forward``, checkpoints) is the same.
 """
 
 from __future__ import annotations
@@ -35,90 +40,29 @@ from arfm.backbones.text import ClipTextEncoder, HashedTextEncoder
 from arfm.coords import pixels_to_normalized
 from integrations.gr1.configuration_gr1 import GR1Config
 from integrations.gr1.encoders_gr1 import IMAGENET_MEAN, IMAGENET_STD, PerceiverResampler, build_vision_encoder
+from integrations.gr1.layers_gr1 import Block, SharedVideoDecoder, VideoDecoder, normalize_patches, patchify, sincos_2d
 from track_encoder import TrackEncoder
 
 GRIPPER_OBS_INDEX = 14
 """``robot_obs[14]`` is CALVIN's gripper action state (+1 open, -1 closed)."""
+OFFICIAL_EPS = 1e-6
+"""Epsilon of the official language L2 norm and image std (``x / (||x|| + eps)``, ``(x - m) / (s + eps)``)."""
 
-
-class Block(nn.Module):
-    """GPT-2 block: pre-norm self-attention (optionally masked) + GELU MLP."""
-
-    def __init__(self, dim: int, heads: int, inner: int, dropout: float) -> None:
-        super().__init__()
-        self.heads = heads
-        self.dropout = dropout
-        self.ln_1 = nn.LayerNorm(dim)
-        self.c_attn = nn.Linear(dim, 3 * dim)
-        self.c_proj = nn.Linear(dim, dim)
-        self.ln_2 = nn.LayerNorm(dim)
-        self.mlp = nn.Sequential(nn.Linear(dim, inner), nn.GELU(approximate="tanh"), nn.Linear(inner, dim), nn.Dropout(dropout))
-        self.resid_drop = nn.Dropout(dropout)
-
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        # x: (B, S, D); mask: (B, 1, S, S) bool, True = may attend
-        b, s, d = x.shape
-        q, k, v = self.c_attn(self.ln_1(x)).view(b, s, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
-        drop = self.dropout if self.training else 0.0
-        attn = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=drop)
-        x = x + self.resid_drop(self.c_proj(attn.transpose(1, 2).reshape(b, s, d)))
-        return x + self.mlp(self.ln_2(x))
-
-
-def sincos_2d(grid: int, dim: int) -> torch.Tensor:
-    """Fixed 2-D sine-cosine position embedding ``(grid * grid, dim)`` (MAE decoder style)."""
-    quarter = dim // 4
-    omega = 1.0 / 10000 ** (torch.arange(quarter, dtype=torch.float32) / max(quarter, 1))
-    ys, xs = torch.meshgrid(torch.arange(grid, dtype=torch.float32), torch.arange(grid, dtype=torch.float32), indexing="ij")
-    parts = [f(c.reshape(-1, 1) * omega) for c in (xs, ys) for f in (torch.sin, torch.cos)]
-    emb = torch.cat(parts, dim=1)  # (P, 4 * quarter)
-    return F.pad(emb, (0, dim - emb.shape[1]))
-
-
-def patchify(images: torch.Tensor, patch: int) -> torch.Tensor:
-    """``(M, 3, H, W)`` -> ``(M, P, patch * patch * 3)``, patches in row-major order."""
-    m, c, h, w = images.shape
-    x = images.view(m, c, h // patch, patch, w // patch, patch)
-    return x.permute(0, 2, 4, 3, 5, 1).reshape(m, (h // patch) * (w // patch), patch * patch * c)
-
-
-def normalize_patches(patches: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
-    """Per-patch zero mean, unit variance (MAE ``norm_pix_loss`` target)."""
-    mean = patches.mean(dim=-1, keepdim=True)
-    var = patches.var(dim=-1, keepdim=True)
-    return (patches - mean) / (var + eps).sqrt()
-
-
-class VideoDecoder(nn.Module):
-    """OBS query outputs ``(M, Q, D)`` -> predicted patches ``(M, P, patch^2 * 3)``."""
-
-    def __init__(self, config: GR1Config) -> None:
-        super().__init__()
-        d = config.hidden
-        self.embed = nn.Linear(d, d)
-        self.mask_token = nn.Parameter(torch.zeros(1, 1, d))
-        self.register_buffer("pos", sincos_2d(config.image_size // config.patch_size, d)[None], persistent=False)
-        self.blocks = nn.ModuleList(Block(d, config.decoder_heads, 4 * d, 0.0) for _ in range(config.decoder_depth))
-        self.norm = nn.LayerNorm(d)
-        self.pred = nn.Linear(d, config.patch_size**2 * 3)
-
-    def forward(self, queries: torch.Tensor) -> torch.Tensor:
-        m, q, _ = queries.shape
-        x = torch.cat([self.embed(queries), self.mask_token.expand(m, self.pos.shape[1], -1) + self.pos], dim=1)
-        for block in self.blocks:
-            x = block(x)
-        return self.pred(self.norm(x[:, q:]))
+__all__ = ["GR1Output", "GR1Policy", "gr1_loss", "normalize_patches", "patchify", "sincos_2d", "video_targets", "Block", "VideoDecoder"]
 
 
 @dataclass
 class GR1Output:
     """Per-timestep predictions: ``arm (B, T, 6)``, ``gripper_logit (B, T)``, video patches
-    ``(B, T, P, patch^2 * 3)`` per camera (``None`` when ``predict_video`` is off)."""
+    ``(B, T, P, patch^2 * 3)`` per camera (``None`` when ``predict_video`` is off), and the whole
+    action chunk ``arm_chunk (B, T, C, 6)`` / ``gripper_chunk (B, T, C)`` (``arm`` is its first action)."""
 
     arm: torch.Tensor
     gripper_logit: torch.Tensor
     video_static: torch.Tensor | None
     video_gripper: torch.Tensor | None
+    arm_chunk: torch.Tensor | None = None
+    gripper_chunk: torch.Tensor | None = None
 
 
 class GR1Policy(nn.Module):
@@ -144,29 +88,44 @@ class GR1Policy(nn.Module):
         self.embed_arm_state = nn.Linear(c.state_dim, h)
         self.embed_gripper_state = nn.Linear(2, h)
         self.embed_state = nn.Linear(2 * h, h)
-        self.resampler = PerceiverResampler(vit_dim, c.resampler_depth, c.resampler_latents, c.resampler_heads, c.resampler_dim_head)
+        self.resampler = PerceiverResampler(
+            vit_dim, c.resampler_depth, c.resampler_latents, c.resampler_heads, c.resampler_dim_head, media_pos_emb=c.official
+        )
         self.embed_patch = nn.Linear(vit_dim, h)
         self.embed_img = nn.Linear(vit_dim, h)
+        if c.official:  # the official GR-1 projects the gripper camera with its own layers
+            self.embed_hand_patch = nn.Linear(vit_dim, h)
+            self.embed_hand_img = nn.Linear(vit_dim, h)
         self.embed_timestep = nn.Embedding(c.window, h)
         self.action_query = nn.Parameter(torch.zeros(1, h))
+        if c.action_chunk > 1:
+            self.action_chunk_queries = nn.Parameter(torch.zeros(c.action_chunk, h))
         self.obs_queries = nn.Parameter(torch.zeros(c.video_queries, h))
         self.obs_hand_queries = nn.Parameter(torch.zeros(c.video_queries, h))
         if c.use_tracks:
             self.track_encoder = TrackEncoder(c.track_encoder)
             self.embed_track = nn.Linear(c.track_encoder.dim, h)
-            self.no_tracks = nn.Parameter(torch.zeros(h))
+            if not c.official:
+                self.no_tracks = nn.Parameter(torch.zeros(h))
         self.embed_ln = nn.LayerNorm(h)
+        if c.compat == "arfm_robotics":  # HF GPT-2 wpe over the flattened token index
+            self.wpe = nn.Parameter(torch.zeros(c.max_positions, h))
         self.drop = nn.Dropout(c.dropout)
-        self.blocks = nn.ModuleList(Block(h, c.heads, c.inner, c.dropout) for _ in range(c.layers))
+        self.blocks = nn.ModuleList(Block(h, c.heads, c.inner, c.dropout, c.gpt_activation) for _ in range(c.layers))
         self.ln_f = nn.LayerNorm(h)
-        self.pred_act = nn.Sequential(nn.Linear(h, h // 2), nn.ReLU(), nn.Linear(h // 2, h // 2), nn.ReLU())
+        if c.official:  # the official action MLP has no activation between or after its layers
+            self.pred_act = nn.Sequential(nn.Linear(h, h // 2), nn.Linear(h // 2, h // 2))
+        else:
+            self.pred_act = nn.Sequential(nn.Linear(h, h // 2), nn.ReLU(), nn.Linear(h // 2, h // 2), nn.ReLU())
         self.pred_arm = nn.Linear(h // 2, c.arm_dim)
         self.pred_gripper = nn.Linear(h // 2, 1)
-        if c.predict_video:
+        if c.predict_video and c.official:
+            self.decoder = SharedVideoDecoder(c)
+        elif c.predict_video:
             self.decoder_static = VideoDecoder(c)
             self.decoder_gripper = VideoDecoder(c)
         is_query = torch.zeros(c.tokens_per_step, dtype=torch.bool)
-        is_query[-(1 + 2 * c.video_queries) :] = True
+        is_query[c.obs_tokens_per_step :] = True
         self.register_buffer("step_is_query", is_query, persistent=False)
         self.initialize_weights()
 
@@ -176,16 +135,18 @@ class GR1Policy(nn.Module):
         own = [self.embed_lang, self.embed_arm_state, self.embed_gripper_state, self.embed_state, self.embed_patch,
                self.embed_img, self.blocks, self.pred_act, self.pred_arm, self.pred_gripper]
         own += [self.embed_track] if self.config.use_tracks else []
-        own += [self.decoder_static, self.decoder_gripper] if self.config.predict_video else []
+        own += [self.embed_hand_patch, self.embed_hand_img] if self.config.official else []
+        if self.config.predict_video:
+            own += [self.decoder] if self.config.official else [self.decoder_static, self.decoder_gripper]
         for part in own:
             for module in part.modules():
                 if isinstance(module, nn.Linear):
                     nn.init.normal_(module.weight, std=0.02)
                     nn.init.zeros_(module.bias)
-        for p in [self.action_query, self.obs_queries, self.obs_hand_queries, self.embed_timestep.weight]:
-            nn.init.normal_(p, std=0.02)
-        if self.config.use_tracks:
-            nn.init.normal_(self.no_tracks, std=0.02)
+        for name in ("action_query", "action_chunk_queries", "obs_queries", "obs_hand_queries", "no_tracks", "wpe"):
+            if hasattr(self, name):
+                nn.init.normal_(getattr(self, name), std=0.02)
+        nn.init.normal_(self.embed_timestep.weight, std=0.02)
 
     def train(self, mode: bool = True) -> "GR1Policy":
         super().train(mode)
@@ -208,7 +169,8 @@ class GR1Policy(nn.Module):
         """ViT features ``(..., 1 + P, D_vit)`` (CLS first) of images ``(..., 3, H, W)``."""
         x = self.prepare_images(images)
         lead = x.shape[:-3]
-        x = ((x - self.img_mean) / self.img_std).reshape(-1, *x.shape[-3:])
+        std = self.img_std + OFFICIAL_EPS if self.config.official else self.img_std
+        x = ((x - self.img_mean) / std).reshape(-1, *x.shape[-3:])
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.config.freeze_vision):
             feats = self.vision.forward_features(x)  # (M, 1 + P, D_vit)
         return feats.reshape(*lead, *feats.shape[1:])
@@ -235,17 +197,25 @@ class GR1Policy(nn.Module):
         if tracks is None:
             if batch_shape is None:
                 raise ValueError("encode_tracks(None) needs batch_shape=(B, T)")
-            return self.no_tracks.expand(*batch_shape, -1)
+            return self.no_tracks_token().expand(*batch_shape, -1)
         if tracks.ndim != 5 or tracks.shape[-1] != 2 or tracks.shape[-2] != self.config.track_len:
             raise ValueError(f"tracks must be (B, T, N, {self.config.track_len}, 2) pixels, got {tuple(tracks.shape)}")
         b, t, n = tracks.shape[:3]
         point_mask = torch.ones(b, t, n, dtype=torch.bool, device=tracks.device) if point_mask is None else point_mask.bool()
         rows = point_mask.any(-1) if has_tracks is None else has_tracks.bool() & point_mask.any(-1)  # (B, T)
-        out = self.no_tracks.expand(b, t, -1).clone()
+        out = self.no_tracks_token().expand(b, t, -1).clone()
         if rows.any():
             norm = pixels_to_normalized(tracks[rows].float(), self.config.track_frame_size)  # (R, N, L, 2)
             out[rows] = self.embed_track(self.track_encoder(norm, point_mask[rows])).to(out.dtype)
         return out
+
+    def no_tracks_token(self) -> torch.Tensor:
+        """``(hidden,)`` token of a step without tracks: ours is learned; the official model has
+        none, so it encodes one all-zero track (pixel (0, 0) at every step, the official empty slot)."""
+        if not self.config.official:
+            return self.no_tracks
+        zero = torch.zeros(1, 1, self.config.track_len, 2, device=self.embed_track.weight.device)
+        return self.embed_track(self.track_encoder(pixels_to_normalized(zero, self.config.track_frame_size)))[0]
 
     # ----- the transformer -----
 
@@ -290,35 +260,51 @@ class GR1Policy(nn.Module):
         robot_obs = robot_obs.float()
         gripper_state = F.one_hot((robot_obs[..., GRIPPER_OBS_INDEX] > 0).long(), 2).float()
         state = self.embed_state(torch.cat([self.embed_arm_state(robot_obs[..., : c.state_dim]), self.embed_gripper_state(gripper_state)], -1))
-        lang = self.embed_lang(text_emb.float())[:, None].expand(-1, t, -1)
+        text_emb = text_emb.float()
+        if c.official:  # CLIP embedding / (||.|| + 1e-6), as the official forward does
+            text_emb = text_emb / (text_emb.norm(dim=-1, keepdim=True) + OFFICIAL_EPS)
+        lang = self.embed_lang(text_emb)[:, None].expand(-1, t, -1)
 
-        def image_tokens(feats: torch.Tensor) -> torch.Tensor:  # (B, T, 1 + P, Dv) -> (B, T, L + 1, h)
+        def image_tokens(feats: torch.Tensor, embed_patch: nn.Module, embed_img: nn.Module) -> torch.Tensor:
+            # (B, T, 1 + P, Dv) -> (B, T, L + 1, h): resampled patch latents, then the CLS token
             latents = self.resampler(feats[:, :, 1:].flatten(0, 1))  # (B * T, L, Dv)
-            return torch.cat([self.embed_patch(latents).view(b, t, -1, c.hidden), self.embed_img(feats[:, :, :1])], dim=2)
+            return torch.cat([embed_patch(latents).view(b, t, -1, c.hidden), embed_img(feats[:, :, :1])], dim=2)
 
+        static = image_tokens(static_feats.float(), self.embed_patch, self.embed_img)
+        hand = image_tokens(gripper_feats.float(), *((self.embed_hand_patch, self.embed_hand_img) if c.official else (self.embed_patch, self.embed_img)))
         parts = [lang[:, :, None], state[:, :, None]]
-        if c.use_tracks:
-            parts.append(track_tokens[:, :, None])
-        parts += [image_tokens(static_feats.float()), image_tokens(gripper_feats.float())]
-        queries = torch.cat([self.action_query, self.obs_queries, self.obs_hand_queries])  # (1 + 2Q, h)
-        parts.append(queries.expand(b, t, -1, -1))
-        x = torch.cat(parts, dim=2) + self.embed_timestep.weight[:t][None, :, None]  # (B, T, K, h)
+        track = [track_tokens[:, :, None]] if c.use_tracks else []
+        parts += ([static, hand] + track) if c.official else (track + [static, hand])  # official: track last
+        steps = self.embed_timestep.weight[:t][None, :, None]  # (1, T, 1, h)
+        obs_tokens = torch.cat(parts, dim=2) + steps  # (B, T, K_obs, h)
+        queries = self.action_query if c.action_chunk == 1 else self.action_chunk_queries + self.action_query  # (A, h)
+        if c.video_query_tokens:
+            queries = torch.cat([queries, self.obs_queries, self.obs_hand_queries])  # (A + 2Q, h)
+        queries = queries.expand(b, t, -1, -1)
+        if not c.official:  # ours gives the queries the step embedding too; the official code does not
+            queries = queries + steps
+        x = torch.cat([obs_tokens, queries], dim=2)  # (B, T, K, h)
         k = x.shape[2]
-        x = self.drop(self.embed_ln(x.reshape(b, t * k, c.hidden)))
+        x = self.embed_ln(x.reshape(b, t * k, c.hidden))
+        if c.compat == "arfm_robotics":
+            x = x + self.wpe[: t * k]
+        x = self.drop(x)
         mask = self.attention_mask(valid)
         for block in self.blocks:
             x = block(x, mask)
         x = self.ln_f(x).view(b, t, k, c.hidden)
 
-        q0 = k - 1 - 2 * c.video_queries  # index of ACT within a step
-        act = self.pred_act(x[:, :, q0])
+        q0 = c.obs_tokens_per_step  # first action query within a step
+        act = self.pred_act(x[:, :, q0 : q0 + c.action_chunk])  # (B, T, A, h / 2)
+        arm, grip = self.pred_arm(act), self.pred_gripper(act).squeeze(-1)
         video_static = video_gripper = None
         if c.predict_video:
-            obs = x[:, :, q0 + 1 : q0 + 1 + c.video_queries].flatten(0, 1)
-            obs_hand = x[:, :, q0 + 1 + c.video_queries :].flatten(0, 1)
-            video_static = self.decoder_static(obs).view(b, t, c.num_patches, -1)
-            video_gripper = self.decoder_gripper(obs_hand).view(b, t, c.num_patches, -1)
-        return GR1Output(self.pred_arm(act), self.pred_gripper(act).squeeze(-1), video_static, video_gripper)
+            v0, nq = q0 + c.action_chunk, c.video_queries
+            obs, obs_hand = x[:, :, v0 : v0 + nq].flatten(0, 1), x[:, :, v0 + nq : v0 + 2 * nq].flatten(0, 1)
+            dec_static, dec_hand = (self.decoder, self.decoder) if c.official else (self.decoder_static, self.decoder_gripper)
+            video_static = dec_static(obs).view(b, t, c.num_patches, -1)
+            video_gripper = dec_hand(obs_hand).view(b, t, c.num_patches, -1)
+        return GR1Output(arm[:, :, 0], grip[:, :, 0], video_static, video_gripper, arm, grip)
 
     # ----- checkpoints -----
 

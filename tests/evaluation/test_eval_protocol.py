@@ -160,7 +160,9 @@ def test_run_eval_writes_tables_json_and_plots(tmp_path: Path) -> None:
 def test_eval_config_parses_cli_flags_and_validates(tmp_path: Path) -> None:
     config = tyro.cli(EvalConfig, args=["--data", str(tmp_path), "--predictors", "arfm:runs/x,no-movement", "--max-clips", "3"])
     assert config.specs == ["arfm:runs/x", "no-movement"] and config.max_clips == 3 and config.horizon == 50
-    assert config.protocol().stochastic_samples == 20
+    assert config.protocol().stochastic_samples == 5  # Table 1's best-of-5, not the full curve's 20
+    full = tyro.cli(EvalConfig, args=["--data", str(tmp_path), "--k-values", "1", "2", "5", "10", "20"])
+    assert full.protocol().stochastic_samples == 20
     with pytest.raises(ValueError, match="'predictors'"):
         EvalConfig(data=tmp_path, predictors=" , ")
     with pytest.raises(ValueError, match="appears twice"):

@@ -251,3 +251,62 @@ def test_published_size_policy_builds_with_196_patches() -> None:
     assert feats.shape == (1, 1, 197, 768)
     assert policy.encode_text(["open the drawer"]).shape == (1, 512)
     assert not any(p.requires_grad for p in policy.vision.parameters())
+
+
+# ----- official-compatibility modes (issue 12; parity itself: tests/gr1/test_official_gr1.py) -----
+
+
+def official_tiny(**overrides) -> dict:
+    from track_encoder import official_track_encoder_config
+
+    te = official_track_encoder_config(num_steps=16, dim=32, depth=1, heads=2)
+    return dict(compat="arfm_robotics", action_chunk=3, gpt_activation="relu", track_encoder=te, **overrides)
+
+
+def test_official_config_validation_and_token_layout() -> None:
+    with pytest.raises(ValueError, match="'compat'"):
+        tiny_gr1_config(compat="openai")
+    with pytest.raises(ValueError, match="'use_tracks'"):
+        tiny_gr1_config(compat="bytedance")
+    with pytest.raises(ValueError, match="'action_chunk'"):
+        tiny_gr1_config(action_chunk=10)
+    with pytest.raises(ValueError, match="'max_positions'"):
+        tiny_gr1_config(**official_tiny(max_positions=100))
+    c = tiny_gr1_config(**official_tiny())
+    # [lang, state, 9 + CLS, 9 + CLS, track] + 3 action-chunk queries + 10 + 10 obs queries
+    assert (c.obs_tokens_per_step, c.tokens_per_step) == (23, 46)
+    # bytedance's released evaluation (act_pred only): 1+1+9+1+9+1 + 1 action query = 23, no obs queries
+    assert tiny_gr1_config(compat="bytedance", use_tracks=False, predict_video=False).tokens_per_step == 23
+    assert GR1Config.from_dict(c.to_dict()) == c
+
+
+def test_official_mode_is_causal_chunked_and_masks_its_queries() -> None:
+    policy = make_policy(**official_tiny())
+    assert not hasattr(policy, "no_tracks") and policy.wpe.shape == (1024, 64)
+    x = inputs(policy)
+    base = run(policy, x, x["tracks"])
+    assert base.arm_chunk.shape == (B, T, 3, 6) and base.gripper_chunk.shape == (B, T, 3)
+    torch.testing.assert_close(base.arm, base.arm_chunk[:, :, 0])
+    changed = {k: v.clone() for k, v in x.items()}
+    changed["static"][:, 2] += 5.0
+    out = run(policy, changed, changed["tracks"])
+    torch.testing.assert_close(out.arm_chunk[:, :2], base.arm_chunk[:, :2], atol=1e-6, rtol=1e-6)
+    assert differs(out.arm_chunk[:, 2:], base.arm_chunk[:, 2:])
+    with torch.no_grad():
+        policy.obs_queries.add_(torch.randn_like(policy.obs_queries))
+    torch.testing.assert_close(run(policy, x, x["tracks"]).arm_chunk, base.arm_chunk, atol=1e-6, rtol=1e-6)
+    # no learned "no tracks" token: one all-zero track (the official empty slot), not the given tracks
+    none = policy.encode_tracks(None, batch_shape=(B, T))
+    zero = policy.encode_tracks(torch.zeros(1, 1, 1, 16, 2))
+    torch.testing.assert_close(none, zero.expand(B, T, -1))
+    assert differs(run(policy, x, None).arm, base.arm)
+
+
+def test_official_shared_decoder_and_language_norm() -> None:
+    policy = make_policy(**official_tiny())
+    assert hasattr(policy, "decoder") and not hasattr(policy, "decoder_static")
+    x = inputs(policy)
+    a = run(policy, x, x["tracks"])
+    scaled = dict(x, text=x["text"] * 7.0)  # the official forward L2-normalises the CLIP embedding
+    torch.testing.assert_close(run(policy, scaled, x["tracks"]).arm, a.arm, atol=1e-5, rtol=1e-5)
+    assert a.video_static.shape == a.video_gripper.shape == (B, T, 16, 8 * 8 * 3)

@@ -71,3 +71,23 @@ def test_bad_input_is_refused(encoder):
 def test_paper_default_is_vit_base():
     cfg = TrackEncoderConfig()
     assert (cfg.dim, cfg.depth, cfg.heads) == (768, 12, 12)
+
+
+def test_default_fourier_bands_resolve_a_pixel_without_hashing_the_start():
+    """Highest default band: period 2 px of the 256 frame. Starts a pixel apart stay distinct,
+    and a 0.1 px jitter moves the features far less than a 1 px step (with the former 32
+    octaves, up to 2^31 pi, any jitter scrambled them)."""
+    cfg = TrackEncoderConfig()
+    assert 256 / 2 ** (cfg.fourier_bands - 1) == 2.0
+    px = 2.0 / 256  # one pixel in normalised units
+    centres = torch.stack([(torch.arange(256) + 0.5) * px - 1, torch.zeros(256)], dim=-1)
+    feats = fourier_features(centres, cfg.fourier_bands)
+    gaps = torch.cdist(feats, feats) + torch.eye(256) * 1e9
+    jitter = (fourier_features(centres + torch.tensor([0.1 * px, 0.0]), cfg.fourier_bands) - feats).norm(dim=-1)
+    assert jitter.max() < 0.5 * gaps.min()
+    hashed = fourier_features(centres, 32)
+    hashed_jitter = (fourier_features(centres + torch.tensor([0.1 * px, 0.0]), 32) - hashed).norm(dim=-1)
+    assert hashed_jitter.max() > 0.5 * (torch.cdist(hashed, hashed) + torch.eye(256) * 1e9).min()
+    with pytest.raises(ValueError, match="fourier_bands"):
+        TrackEncoderConfig(fourier_bands=33)
+    assert TrackEncoderConfig(fourier_bands=32).fourier_bands == 32  # older checkpoints still load

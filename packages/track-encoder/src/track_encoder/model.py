@@ -13,6 +13,14 @@ Coordinates are normalised to ``[-1, 1]`` (``arfm.coords.pixels_to_normalized``)
 those units are small (one pixel at 256 px is 0.0078), so they are multiplied by the fixed
 ``shift_gain`` before projection: a 1 px/step motion then enters as 0.25.
 
+**Official compatibility.** :func:`official_track_encoder_config` switches on the behaviour of
+the released ARFM track encoder (``modeling_track_encoder.py``, see
+``../shared/fixtures/official/README.md`` item 16), each as a named field of
+:class:`TrackEncoderConfig`: linear-frequency start features computed in pixels of the 256 x 256
+model frame (``start_encoding="official"``), both feature halves read from x
+(``start_reads_x_only``), shifts replaced by zeros so that their projection adds only its bias
+(``zero_shifts``), exact GELU, and qkv without bias. The input stays normalised in every mode.
+
 The encoder is trained with the downstream model on ground-truth tracks; at evaluation any
 predictor's tracks go in unchanged.
 """
@@ -22,22 +30,46 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+OFFICIAL_FRAME_SIZE = 256
+"""Pixels per side of the frame the official start features are computed in (``arfm.coords.MODEL_FRAME_SIZE``)."""
+OFFICIAL_FREQUENCIES = 128
+"""Number of linear frequencies ``k = linspace(0, 0.5, 128)`` of the official start features."""
+MAX_OCTAVE_BANDS = 32
+"""The former default, still accepted so that older checkpoints load; beyond ~10 bands the top
+octaves alias below a pixel of the 256 frame and only hash the start (see ``fourier_bands``)."""
+
 
 @dataclass
 class TrackEncoderConfig:
-    """Sizes of the track encoder (defaults: ViT-Base, as in the paper).
+    """Sizes and switches of the track encoder (defaults: ViT-Base, as in the paper).
 
     Attributes:
         num_steps: track length ``L`` (positions per track, so ``L-1`` shifts).
         dim, depth, heads, mlp_ratio: transformer sizes.
-        fourier_bands: frequencies per axis of the start-position features.
+        fourier_bands: octave frequencies ``pi * 2^k`` (k < bands) per axis of the start
+            features (``start_encoding="octave"``). Coordinates span 2 normalised units over the
+            256 px model frame, so band ``k`` has a period of ``256 / 2^k`` px: the default 8 stops
+            at a 2 px period, which still tells apart starts one pixel apart (half a period) while
+            no band wraps around within a pixel. More bands (the former default was 32, up to
+            ``2^31 * pi``) make the features of nearby starts unrelated, i.e. a hash of the start
+            that the transformer cannot generalise from; :data:`MAX_OCTAVE_BANDS` is accepted only
+            so that checkpoints made with the former default still load.
         shift_gain: fixed multiplier on normalised shifts (see module docstring).
+        start_encoding: ``"octave"`` (ours, on normalised coordinates) or ``"official"``
+            (``[p/256, sin(pi k p), cos(pi k p)]`` for ``k = linspace(0, 0.5, 128)``, ``p`` in
+            pixels of the 256 frame: ``2 * 257`` features).
+        start_reads_x_only: official quirk: the y half of the start features is computed from x too.
+        zero_shifts: official quirk: the shift input is identically zero (``x[1:] - x[1:]``), so
+            the shift projection contributes only its bias.
+        gelu: ``"tanh"`` (ours) or ``"exact"`` (official) GELU in the MLPs.
+        qkv_bias: bias on the attention input projection (official: no bias).
+        norm_eps: LayerNorm epsilon (1e-5 in both).
     """
 
     num_steps: int = 16
@@ -45,21 +77,51 @@ class TrackEncoderConfig:
     depth: int = 12
     heads: int = 12
     mlp_ratio: float = 4.0
-    fourier_bands: int = 32
+    fourier_bands: int = 8
     shift_gain: float = 32.0
+    start_encoding: Literal["octave", "official"] = "octave"
+    start_reads_x_only: bool = False
+    zero_shifts: bool = False
+    gelu: Literal["tanh", "exact"] = "tanh"
+    qkv_bias: bool = True
+    norm_eps: float = 1e-5
 
     def __post_init__(self) -> None:
         if self.num_steps < 2:
             raise ValueError("invalid config field 'num_steps': a track needs at least 2 positions to have a shift")
         if self.dim % self.heads != 0:
             raise ValueError(f"invalid config field 'dim': {self.dim} is not divisible by heads={self.heads}")
-        if self.fourier_bands < 1:
-            raise ValueError("invalid config field 'fourier_bands': must be >= 1")
+        if not 1 <= self.fourier_bands <= MAX_OCTAVE_BANDS:
+            raise ValueError(
+                f"invalid config field 'fourier_bands': must be in [1, {MAX_OCTAVE_BANDS}] (octaves beyond ~10 already "
+                f"alias below a pixel of the 256 frame), got {self.fourier_bands}"
+            )
+        if self.start_encoding not in ("octave", "official"):
+            raise ValueError(f"invalid config field 'start_encoding': 'octave' or 'official', got {self.start_encoding!r}")
+        if self.gelu not in ("tanh", "exact"):
+            raise ValueError(f"invalid config field 'gelu': 'tanh' or 'exact', got {self.gelu!r}")
+        if self.norm_eps <= 0:
+            raise ValueError(f"invalid config field 'norm_eps': must be > 0, got {self.norm_eps}")
+
+    @property
+    def start_features(self) -> int:
+        """Width of the start-position features."""
+        if self.start_encoding == "official":
+            return 2 * (1 + 2 * OFFICIAL_FREQUENCIES)
+        return 4 * self.fourier_bands
 
 
 def tiny_track_encoder_config(**overrides: Any) -> TrackEncoderConfig:
     """CPU preset."""
     return dataclasses.replace(TrackEncoderConfig(dim=64, depth=2, heads=4, fourier_bands=8), **overrides)
+
+
+def official_track_encoder_config(**overrides: Any) -> TrackEncoderConfig:
+    """The released ARFM track encoder (``TrackEncoder(track_length=16)``: ViT-Base, all quirks on)."""
+    official = TrackEncoderConfig(
+        start_encoding="official", start_reads_x_only=True, zero_shifts=True, gelu="exact", qkv_bias=False
+    )
+    return dataclasses.replace(official, **overrides)
 
 
 def fourier_features(points: torch.Tensor, bands: int) -> torch.Tensor:
@@ -69,18 +131,27 @@ def fourier_features(points: torch.Tensor, bands: int) -> torch.Tensor:
     return torch.cat([angles.sin(), angles.cos()], dim=-1).flatten(-2)
 
 
+def official_fourier_features(pixels: torch.Tensor) -> torch.Tensor:
+    """Official start features of one coordinate ``(...)`` in pixels -> ``(..., 257)``:
+    ``[p / 256, sin(pi k p), cos(pi k p)]`` for ``k = linspace(0, 0.5, 128)``."""
+    k = torch.linspace(0.0, 0.5, OFFICIAL_FREQUENCIES, device=pixels.device, dtype=pixels.dtype)
+    angles = math.pi * k * pixels[..., None]  # (..., 128)
+    return torch.cat([pixels[..., None] / OFFICIAL_FRAME_SIZE, angles.sin(), angles.cos()], dim=-1)
+
+
 class EncoderBlock(nn.Module):
     """Pre-norm bidirectional self-attention + MLP."""
 
-    def __init__(self, dim: int, heads: int, mlp_ratio: float) -> None:
+    def __init__(self, dim: int, heads: int, mlp_ratio: float, gelu: str = "tanh", qkv_bias: bool = True, eps: float = 1e-5) -> None:
         super().__init__()
         self.heads = heads
-        self.norm1 = nn.LayerNorm(dim)
-        self.qkv = nn.Linear(dim, 3 * dim)
+        self.norm1 = nn.LayerNorm(dim, eps=eps)
+        self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
         self.proj = nn.Linear(dim, dim)
-        self.norm2 = nn.LayerNorm(dim)
+        self.norm2 = nn.LayerNorm(dim, eps=eps)
         hidden = int(dim * mlp_ratio)
-        self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(approximate="tanh"), nn.Linear(hidden, dim))
+        act = nn.GELU(approximate="tanh" if gelu == "tanh" else "none")
+        self.mlp = nn.Sequential(nn.Linear(dim, hidden), act, nn.Linear(hidden, dim))
 
     def forward(self, x: torch.Tensor, key_mask: torch.Tensor) -> torch.Tensor:
         # x: (B, 1 + N, D); key_mask: (B, 1 + N) True where a token may be attended to
@@ -96,12 +167,14 @@ class TrackEncoder(nn.Module):
 
     def __init__(self, config: TrackEncoderConfig) -> None:
         super().__init__()
-        self.config = config
-        self.start_proj = nn.Linear(4 * config.fourier_bands, config.dim)
-        self.shift_proj = nn.Linear(2 * (config.num_steps - 1), config.dim)
-        self.cls_token = nn.Parameter(torch.zeros(1, 1, config.dim))
-        self.blocks = nn.ModuleList(EncoderBlock(config.dim, config.heads, config.mlp_ratio) for _ in range(config.depth))
-        self.norm = nn.LayerNorm(config.dim)
+        self.config = c = config
+        self.start_proj = nn.Linear(c.start_features, c.dim)
+        self.shift_proj = nn.Linear(2 * (c.num_steps - 1), c.dim)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, c.dim))
+        self.blocks = nn.ModuleList(
+            EncoderBlock(c.dim, c.heads, c.mlp_ratio, c.gelu, c.qkv_bias, c.norm_eps) for _ in range(c.depth)
+        )
+        self.norm = nn.LayerNorm(c.dim, eps=c.norm_eps)
         self.initialize_weights()
 
     def initialize_weights(self) -> None:
@@ -109,19 +182,34 @@ class TrackEncoder(nn.Module):
         for module in self.modules():
             if isinstance(module, nn.Linear):
                 nn.init.trunc_normal_(module.weight, std=0.02)
-                nn.init.zeros_(module.bias)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
         nn.init.trunc_normal_(self.cls_token, std=0.02)
 
-    def forward(self, tracks: torch.Tensor, point_mask: torch.Tensor | None = None) -> torch.Tensor:
+    def start_features(self, start: torch.Tensor) -> torch.Tensor:
+        """Features ``(B, N, start_features)`` of normalised start positions ``(B, N, 2)``."""
+        c = self.config
+        if c.start_encoding == "octave":
+            if c.start_reads_x_only:
+                start = start[..., :1].expand_as(start)
+            return fourier_features(start, c.fourier_bands)
+        pixels = (start + 1.0) * (OFFICIAL_FRAME_SIZE / 2)  # arfm.coords.normalized_to_pixels at 256 px
+        x, y = pixels[..., 0], pixels[..., 1]
+        return torch.cat([official_fourier_features(x), official_fourier_features(x if c.start_reads_x_only else y)], dim=-1)
+
+    def forward(
+        self, tracks: torch.Tensor, point_mask: torch.Tensor | None = None, return_tokens: bool = False
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """Encode tracks.
 
         Args:
             tracks: ``(B, N, L, 2)`` normalised positions, ``L == config.num_steps``.
             point_mask: ``(B, N)`` bool, True for real tracks (padding is ignored). Every sample
                 needs at least one real track.
+            return_tokens: also return the per-track outputs (as the official forward does).
 
         Returns:
-            ``(B, dim)``: the [CLS] output.
+            ``(B, dim)``: the [CLS] output; with ``return_tokens``, also ``(B, N, dim)``.
         """
         if tracks.ndim != 4 or tracks.shape[-1] != 2:
             raise ValueError(f"TrackEncoder expects tracks (B, N, L, 2), got {tuple(tracks.shape)}")
@@ -134,14 +222,22 @@ class TrackEncoder(nn.Module):
             raise ValueError("TrackEncoder got NaN or Inf tracks")
         if point_mask is None:
             point_mask = torch.ones(b, n, dtype=torch.bool, device=tracks.device)
+        if point_mask.shape != (b, n):
+            raise ValueError(f"TrackEncoder point_mask must be (B, N) = {(b, n)}, got {tuple(point_mask.shape)}")
+        point_mask = point_mask.bool()
         if not point_mask.any(dim=1).all():
             raise ValueError("TrackEncoder: a sample has no real tracks in point_mask")
 
-        start = fourier_features(tracks[:, :, 0], self.config.fourier_bands)  # (B, N, 4 * bands)
+        start = self.start_features(tracks[:, :, 0])  # (B, N, start_features)
         shifts = (tracks[:, :, 1:] - tracks[:, :, :-1]).flatten(2) * self.config.shift_gain  # (B, N, 2(L-1))
+        if self.config.zero_shifts:
+            shifts = torch.zeros_like(shifts)
         tokens = self.start_proj(start) + self.shift_proj(shifts)  # (B, N, D)
         x = torch.cat([self.cls_token.expand(b, -1, -1), tokens], dim=1)  # (B, 1 + N, D)
         key_mask = torch.cat([torch.ones(b, 1, dtype=torch.bool, device=x.device), point_mask], dim=1)
         for block in self.blocks:
             x = block(x, key_mask)
+        if return_tokens:
+            x = self.norm(x)
+            return x[:, 0], x[:, 1:]
         return self.norm(x[:, 0])
