@@ -24,9 +24,7 @@ from pathlib import Path
 import tyro
 
 from arfm.config import tiny_model_config, tiny_train_config
-from arfm.evaluation.cli import EvalConfig, run_eval
 from arfm.evaluation.report import write_text_atomic
-from arfm.predictors import build_predictor
 
 REPO = Path(__file__).resolve().parents[1]
 _PLACEHOLDER = re.compile(r"\{(ckpt|dir):([A-Za-z0-9_.-]+)\}")
@@ -156,6 +154,9 @@ def train_run(name: str, spec: TrainSpec, data: Path, runs_dir: Path, retrain: b
 
 def run_table(cfg: TableConfig, cmd: TableCommand) -> Path:
     """Train what the rows need, evaluate every runnable row, write the table; return ``table.md``."""
+    from arfm.evaluation.cli import EvalConfig, run_eval  # torch-heavy: here, so `--help` starts fast
+    from arfm.predictors import build_predictor
+
     out = cmd.out or _resolve(cfg.out)
     dirs = {**cfg.dirs, **({"chronos": cmd.chronos_dir} if cmd.chronos_dir else {})}
     runs = {name: dataclasses.replace(spec, steps=cmd.steps or spec.steps) for name, spec in cfg.train.items()}

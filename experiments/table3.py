@@ -2,6 +2,8 @@
 
     python experiments/table3.py                                  # config: experiments/configs/table3.json
     python experiments/table3.py --num-chains 1000 --max-steps 360   # CALVIN's full protocol
+    python experiments/table3.py --env calvin --calvin-dataset /data/task_D_D --num-chains 5
+        # the real calvin_env: LK labels of training/ -> GR-1 tracks, CALVIN's official chains (first 5), no gt row
 
 On the embedded CALVIN-compatible pybullet tabletop (``integrations/gr1/sim``), one command:
 
@@ -31,6 +33,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import tyro
@@ -43,6 +46,7 @@ from arfm.evaluation.report import write_text_atomic  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # sibling module when loaded by path
 from stages import load_config, merge_timings, resolve, same_record, slug  # noqa: E402
+from table3_diagnostics import diagnose_gr1, format_diagnostics  # noqa: E402
 
 ARFM_PLACEHOLDER = "{ckpt:arfm}"
 PLAIN_ROW = "GR-1 (trained without tracks)"
@@ -57,17 +61,30 @@ class DemoSpec:
         tasks_per_episode: tasks per episode (one language annotation each).
         num_points: ground-truth tracks per task segment.
         seed: scenes, chains and track points.
+        movement_weighted: track points favour the bodies expected to move (the arm's hand and
+            forearm; ``integrations.gr1.sim.tracks.movement_prior``), as the evaluation's query
+            points do; ``False``: the earlier sampling (mostly static points).
+        heldout_episodes: episodes of other scenes (seed ``seed + 1``) for the policies' held-out
+            action error (:mod:`integrations.gr1.diagnostics`); 0: measure on the training demos.
     """
 
     episodes: int = 30
     tasks_per_episode: int = 5
     num_points: int = 64
     seed: int = 0
+    movement_weighted: bool = True
+    heldout_episodes: int = 0
 
     def __post_init__(self) -> None:
         for name in ("episodes", "tasks_per_episode", "num_points"):
             if getattr(self, name) < 1:
                 raise ValueError(f"invalid DemoSpec field '{name}': must be >= 1, got {getattr(self, name)}")
+        if self.heldout_episodes < 0:
+            raise ValueError(f"invalid DemoSpec field 'heldout_episodes': must be >= 0, got {self.heldout_episodes}")
+
+    def heldout(self) -> "DemoSpec":
+        """The held-out demonstrations' spec: other scenes and chains (seed + 1)."""
+        return dataclasses.replace(self, episodes=self.heldout_episodes, seed=self.seed + 1, heldout_episodes=0)
 
 
 @dataclass
@@ -79,6 +96,8 @@ class ArfmSpec:
         steps, batch_size, seed: optimisation.
         horizon: future steps per training window (GR-1 needs 15 after the current position).
         num_points: tracks per training window.
+        checkpoint: an ARFM checkpoint trained elsewhere (e.g. ``checkpoints/tiny-sim``): used
+            for ``{ckpt:arfm}`` instead of training one here (the other fields are then ignored).
     """
 
     labels: str = "sim"
@@ -87,6 +106,7 @@ class ArfmSpec:
     num_points: int = 64
     batch_size: int = 8
     seed: int = 0
+    checkpoint: str | None = None
 
     def __post_init__(self) -> None:
         if self.labels not in ("sim", "lk"):
@@ -105,6 +125,10 @@ class Gr1Spec:
         max_points: tracks per frame given to the track encoder.
         seeds: one GR-1 run per seed (model init and batch order).
         plain_baseline: also train a GR-1 without the track token per seed (same budget).
+        track_dropout: probability of training a sample with the "no tracks" token (``None``:
+            the preset's 0.1).
+        diagnostic_windows: windows of the track-sensitivity check run on every trained seed
+            (:mod:`integrations.gr1.diagnostics`; 0 = skip).
     """
 
     steps: int = 400
@@ -113,11 +137,17 @@ class Gr1Spec:
     max_points: int = 64
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     plain_baseline: bool = False
+    track_dropout: float | None = None
+    diagnostic_windows: int = 64
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "max_points"):
             if getattr(self, name) < 1:
                 raise ValueError(f"invalid Gr1Spec field '{name}': must be >= 1, got {getattr(self, name)}")
+        if self.track_dropout is not None and not 0.0 <= self.track_dropout <= 1.0:
+            raise ValueError(f"invalid Gr1Spec field 'track_dropout': must be in [0, 1], got {self.track_dropout}")
+        if self.diagnostic_windows < 0:
+            raise ValueError(f"invalid Gr1Spec field 'diagnostic_windows': must be >= 0, got {self.diagnostic_windows}")
         if not self.seeds or len(set(self.seeds)) != len(self.seeds):
             raise ValueError(f"invalid Gr1Spec field 'seeds': need distinct seeds, got {self.seeds}")
 
@@ -129,14 +159,24 @@ class EvalSpec:
     Attributes:
         num_chains: chains of 5 instructions (1000 = CALVIN's full protocol).
         max_steps: control steps per subtask (CALVIN: 360).
-        seed: chain sampling (the same chains for every row and GR-1 seed).
+        seed: chain sampling (the same chains for every row and GR-1 seed); seeds the env.
+        env: ``embedded`` (pybullet tabletop) or ``calvin`` (the real ``calvin_env``: CALVIN's
+            official chains, their first ``num_chains``).
+        calvin_dataset: the CALVIN split root (``env = "calvin"``): GR-1 and ARFM train on its
+            ``training/`` (tracks from ``arfm label --format calvin``), the env comes from its ``validation/``.
     """
 
     num_chains: int = 10
     max_steps: int = 360
     seed: int = 0
+    env: str = "embedded"
+    calvin_dataset: str | None = None
 
     def __post_init__(self) -> None:
+        if self.env not in ("embedded", "calvin"):
+            raise ValueError(f"invalid EvalSpec field 'env': 'embedded' or 'calvin', got {self.env!r}")
+        if self.env == "calvin" and not self.calvin_dataset:
+            raise ValueError("invalid EvalSpec field 'calvin_dataset': required with env 'calvin'")
         if self.num_chains < 1 or self.max_steps < 1:
             raise ValueError(f"invalid EvalSpec field 'num_chains'/'max_steps': both >= 1, got {self.num_chains}, {self.max_steps}")
 
@@ -191,6 +231,9 @@ class Table3Command:
         num_chains: evaluation chains (1000 = the full protocol).
         max_steps: control steps per subtask (360 = the full protocol).
         plain_baseline: also train GR-1 without the track token.
+        env: ``embedded`` or ``calvin`` (the real ``calvin_env``; CALVIN's protocol: 1000 chains,
+            360 steps, unless ``--num-chains``/``--max-steps`` say otherwise; LK labels; no ``gt`` row).
+        calvin_dataset: CALVIN split root (with ``training/`` and ``validation/``), for ``--env calvin``.
     """
 
     config: Path = REPO / "experiments" / "configs" / "table3.json"
@@ -202,6 +245,8 @@ class Table3Command:
     num_chains: int | None = None
     max_steps: int | None = None
     plain_baseline: bool | None = None
+    env: Literal["embedded", "calvin"] = "embedded"
+    calvin_dataset: Path | None = None
 
 
 def apply_overrides(cfg: Table3Config, cmd: Table3Command) -> Table3Config:
@@ -209,6 +254,11 @@ def apply_overrides(cfg: Table3Config, cmd: Table3Command) -> Table3Config:
     def pick(value, default):
         return default if value is None else value
 
+    if cmd.env == "calvin":  # the real env: CALVIN's protocol and data, LK labels, no simulator ground truth
+        cfg = dataclasses.replace(
+            cfg, rows={k: v for k, v in cfg.rows.items() if v != "gt"}, arfm=dataclasses.replace(cfg.arfm, labels="lk"),
+            eval=dataclasses.replace(cfg.eval, env="calvin", calvin_dataset=str(cmd.calvin_dataset) if cmd.calvin_dataset else None,
+                                     num_chains=pick(cmd.num_chains, 1000), max_steps=pick(cmd.max_steps, 360)))
     return dataclasses.replace(
         cfg,
         out=str(cmd.out) if cmd.out is not None else cfg.out,
@@ -226,16 +276,29 @@ def ensure_demos(spec: DemoSpec, root: Path) -> tuple[Path, float]:
     from integrations.gr1.sim.generate import GenerateConfig, generate
 
     record = root / "demo_spec.json"
+    spec = dataclasses.replace(spec, heldout_episodes=0)  # the held-out set is a folder of its own
     if same_record(record, dataclasses.asdict(spec)):
         print(f"[demos] reusing {root}")
         return root, 0.0
     if root.exists() and any(root.iterdir()):
         raise FileExistsError(f"{root} holds demonstrations of other settings (see {record}); remove it or choose another --out")
     started = time.perf_counter()
-    stats = generate(GenerateConfig(root, spec.episodes, spec.seed, spec.tasks_per_episode, spec.num_points))
+    stats = generate(GenerateConfig(root, spec.episodes, spec.seed, spec.tasks_per_episode, spec.num_points,
+                                    movement_weighted=spec.movement_weighted))
     write_text_atomic(record, json.dumps(dataclasses.asdict(spec)))
     print(f"[demos] {stats}")
     return root, time.perf_counter() - started
+
+
+def calvin_demos(cfg: Table3Config, out: Path) -> tuple[Path, float]:
+    """The real CALVIN split's ``training/`` with GR-1 track sidecars from its LK labels
+    (:func:`integrations.gr1.calvin_tracks.label_and_convert`; the ARFM stage reuses the labels)."""
+    from integrations.gr1.calvin_tracks import label_and_convert
+
+    split = resolve(cfg.eval.calvin_dataset) / "training"
+    started = time.perf_counter()
+    print(f"[demos] {label_and_convert(split, out / 'arfm' / 'labelled_lk', seed=cfg.arfm.seed)}")
+    return split, time.perf_counter() - started
 
 
 # ---------------------------------------------------------------- stage 2: ARFM
@@ -277,6 +340,12 @@ def ensure_arfm(spec: ArfmSpec, demos: Path, run: Path) -> tuple[Path, float]:
     from arfm.data.dataset import LabelledTrackDataset
     from arfm.train import run_training
 
+    if spec.checkpoint is not None:
+        ckpt = resolve(spec.checkpoint)
+        if not (ckpt / "config.json").is_file():
+            raise FileNotFoundError(f"ArfmSpec.checkpoint {ckpt} is not an ARFM checkpoint folder (no config.json)")
+        print(f"[arfm] using {ckpt} (trained elsewhere)")
+        return ckpt, 0.0
     ckpt, record = run / "checkpoint", run / "arfm_spec.json"
     wanted = {**dataclasses.asdict(spec), "demos": str(demos.resolve())}
     if ckpt.is_dir() and same_record(record, wanted):
@@ -306,7 +375,7 @@ def gr1_args(spec: Gr1Spec, demos: Path, out: Path, seed: int, use_tracks: bool)
 
     return TrainArgs(data=str(demos), out=str(out), preset="tiny", steps=spec.steps, batch_size=spec.batch_size,
                      warmup_steps=spec.warmup_steps, max_points=spec.max_points, use_tracks=use_tracks, seed=seed,
-                     save_every=spec.steps, log_every=10)
+                     save_every=min(spec.steps, 500), log_every=10, track_dropout=spec.track_dropout, cache_frames=True)
 
 
 def ensure_gr1(spec: Gr1Spec, demos: Path, out: Path, seed: int, use_tracks: bool) -> tuple[Path, float]:
@@ -342,7 +411,7 @@ def evaluate_row(ckpt: Path, tracks: str, spec: EvalSpec, label: str, out: Path)
         return json.loads((out / "results.json").read_text()), 0.0
     started = time.perf_counter()
     policy = GR1Policy.from_pretrained(ckpt)
-    backend = make_backend("embedded", seed=spec.seed)  # a fresh env per row: the same query points for every row
+    backend = make_backend(spec.env, spec.calvin_dataset, seed=spec.seed)  # a fresh env per row: the same query points for every row
     try:
         result = evaluate(policy, backend, tracks, spec.num_chains, spec.seed, spec.max_steps, label)
     finally:
@@ -380,7 +449,11 @@ def run_table3(cfg: Table3Config) -> Path:
     """Run every stage and write ``table3.md`` / ``table3.json``; returns the markdown path."""
     out = resolve(cfg.out)
     times: dict[str, float] = {}
-    demos, times["demos"] = ensure_demos(cfg.demos, out / "demos")
+    demos, times["demos"] = ensure_demos(cfg.demos, out / "demos") if cfg.eval.env == "embedded" else calvin_demos(cfg, out)
+    probe = demos
+    if cfg.demos.heldout_episodes > 0:
+        probe, times["demos_heldout"] = ensure_demos(cfg.demos.heldout(), out / "demos_heldout")
+    diagnostics: dict[int, dict[str, float]] = {}
     specs = dict(cfg.rows)
     arfm_ckpt = None
     if any(ARFM_PLACEHOLDER in s for s in specs.values()):
@@ -391,9 +464,16 @@ def run_table3(cfg: Table3Config) -> Path:
     if cfg.gr1.plain_baseline:
         results[PLAIN_ROW] = {}
     for seed in cfg.gr1.seeds:
+        ckpts: dict[bool, Path] = {}
         for use_tracks, rows in variants:
             name = f"gr1_seed{seed}" + ("" if use_tracks else "_plain")
             ckpt, times[f"train_{name}"] = ensure_gr1(cfg.gr1, demos, out / name, seed, use_tracks)
+            ckpts[use_tracks] = ckpt
+            if use_tracks and cfg.gr1.diagnostic_windows > 0 and cfg.gr1.plain_baseline:
+                ckpts[False], times[f"train_{name}_plain"] = ensure_gr1(cfg.gr1, demos, out / f"{name}_plain", seed, False)
+            if use_tracks and cfg.gr1.diagnostic_windows > 0:
+                diagnostics[seed] = diagnose_gr1(ckpt, ckpts.get(False), probe, cfg.gr1.diagnostic_windows, out / "diagnostics" / name)
+                print(f"[diagnostic {name}] " + ", ".join(f"{k} {v:.4f}" for k, v in diagnostics[seed].items()))
             for label, tracks in rows.items():
                 result, seconds = evaluate_row(ckpt, tracks, cfg.eval, label, out / "eval" / name / slug(label))
                 times[f"eval_{name}_{slug(label)}"] = seconds
@@ -407,18 +487,26 @@ def run_table3(cfg: Table3Config) -> Path:
              f"Demonstrations: {json.dumps(dataclasses.asdict(cfg.demos))}; ARFM: {json.dumps(dataclasses.asdict(cfg.arfm))}; "
              f"GR-1 (tiny): {json.dumps(dataclasses.asdict(cfg.gr1))}.",
              "Wall time (s): " + ", ".join(f"{k} {v:.0f}" for k, v in times.items()) + " (stages reused by this run: the time they took when they ran).", f"Command: `{' '.join(sys.argv)}`"]
+    if diagnostics:
+        held = "held-out demonstrations (other scenes, seed " + str(cfg.demos.seed + 1) + ")" if probe != demos else "the training demonstrations"
+        notes += ["", format_diagnostics(diagnostics, held)]
     markdown = format_table(cfg.title, table, all_specs) + "\n" + "\n".join(notes) + "\n"
     write_text_atomic(out / "table3.md", markdown)
     write_text_atomic(out / "table3.json", json.dumps({"title": cfg.title, "config": dataclasses.asdict(cfg), "rows": table,
-                                                         "specs": all_specs, "seconds": times}, indent=1))
+                                                         "specs": all_specs, "seconds": times,
+                                                         "diagnostics": {str(k): v for k, v in diagnostics.items()}}, indent=1))
     print(markdown)
     return out / "table3.md"
 
 
 def main(argv: list[str] | None = None) -> Path:
     """Parse the command line, apply its sizes to the config and run the experiment."""
+    from integrations.gr1.eval_backends import check_backend
+
     cmd = tyro.cli(Table3Command, args=argv)
-    return run_table3(apply_overrides(Table3Config.from_json(cmd.config), cmd))
+    cfg = apply_overrides(Table3Config.from_json(cmd.config), cmd)
+    check_backend(cfg.eval.env, cfg.eval.calvin_dataset)  # no calvin_env / dataset: fail before any training
+    return run_table3(cfg)
 
 
 if __name__ == "__main__":

@@ -16,22 +16,19 @@ import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 if __package__ in (None, ""):  # run as a script: make the workspace root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-import torch
 import tyro
-from tqdm import tqdm
 
-from arfm.predictors import PredictionRequest, TrackPredictor, build_predictor
-from integrations.chois.checkpointing import load_checkpoint
-from integrations.chois.data.fbm_dataset import FbmWindowDataset, collate_items
-from integrations.chois.evaluator import frechet_distance, load_evaluator, r_precision
-from integrations.chois.metrics import TABLE2_COLUMNS, UNITS, window_metrics
-from integrations.chois.modeling_chois import ChoisModel
-from integrations.chois.representation import unpack_motion
 from integrations.chois.train import DEFAULT_MOCAP, REPO, ensure_data
+
+if TYPE_CHECKING:  # torch-heavy: imported where used, so `--help` starts fast
+    from arfm.predictors import TrackPredictor
+    from integrations.chois.data.fbm_dataset import FbmWindowDataset
+    from integrations.chois.modeling_chois import ChoisModel
 
 
 @dataclass
@@ -41,7 +38,9 @@ class EvalArgs:
     Attributes:
         checkpoint: CHOIS checkpoint folder (from ``train.py``).
         tracks: predictor specs, one table row each (``none``, ``gt``, ``no-movement``, ``arfm:<ckpt>``, ...).
-        data, mocap, smplx_dir: test data (see ``train.py``).
+        data: FullBodyManipulation-format folder; built from ``mocap`` when it has no data yet.
+        mocap: BVH folder for the embedded default.
+        smplx_dir: SMPL-X model folder (real data); ``None`` for the mocap proxy.
         evaluator: TorchScript text-motion evaluator for R_prec/FID; skipped when absent.
         max_windows: evaluate at most this many test windows (0 = all).
         seed: sampling seed (the same noise for every row).
@@ -63,6 +62,15 @@ class EvalArgs:
 
 def evaluate_predictor(model: ChoisModel, dataset: FbmWindowDataset, predictor: TrackPredictor, max_windows: int, seed: int, guidance: bool, evaluator=None) -> dict[str, float | str]:
     """Mean Table 2 metrics of one track predictor over the test windows."""
+    import torch
+    from tqdm import tqdm
+
+    from arfm.predictors import PredictionRequest
+    from integrations.chois.data.fbm_dataset import collate_items
+    from integrations.chois.evaluator import frechet_distance, r_precision
+    from integrations.chois.metrics import window_metrics
+    from integrations.chois.representation import unpack_motion
+
     cfg = model.config
     count = len(dataset) if max_windows <= 0 else min(max_windows, len(dataset))
     rows, gen_motions, real_motions, captions = [], [], [], []
@@ -98,6 +106,8 @@ def evaluate_predictor(model: ChoisModel, dataset: FbmWindowDataset, predictor: 
 
 def format_table(results: dict[str, dict[str, float | str]], body_model: str) -> str:
     """Markdown table in the Table 2 column order, units in the header."""
+    from integrations.chois.metrics import TABLE2_COLUMNS, UNITS
+
     header = "| Tracks | " + " | ".join(f"{c} ({UNITS[c]})" for c in TABLE2_COLUMNS) + " |"
     lines = [f"Body model: {body_model}", "", header, "|" + "---|" * (len(TABLE2_COLUMNS) + 1)]
     for spec, res in results.items():
@@ -117,6 +127,12 @@ def _write_atomic(path: Path, text: str) -> None:
 def main(argv: list[str] | None = None) -> dict:
     """CLI entry point: prints the table and writes ``table2.md`` / ``table2.json``."""
     args = tyro.cli(EvalArgs, args=argv)
+    from arfm.predictors import build_predictor
+    from integrations.chois.checkpointing import load_checkpoint
+    from integrations.chois.data.fbm_dataset import FbmWindowDataset
+    from integrations.chois.evaluator import load_evaluator
+    from integrations.chois.metrics import UNITS
+
     model = load_checkpoint(args.checkpoint, use_tracks=True)
     dataset = FbmWindowDataset(ensure_data(args.data, args.mocap), "test", model.config, smplx_dir=args.smplx_dir, render=True)
     evaluator = None
@@ -135,4 +151,6 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    from arfm.errors import run_cli
+
+    run_cli(main, "chois eval")

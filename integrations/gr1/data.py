@@ -17,6 +17,10 @@ Each item is one window of ``window`` steps starting inside a language annotatio
 full when the annotation is long enough, otherwise padded at the end (``valid`` False). The
 video target of step ``t`` is frame ``t + video_offset`` when it is still inside the episode
 (``future_valid``).
+
+Reading a window decompresses 10-20 full CALVIN frames; a tiny policy looks at 32-px images, so
+``image_size`` resizes the cameras once when a frame is first read (bilinear, antialiased: the
+policy's own resize, which then has nothing left to do) and keeps the small frames in memory.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 _SIDECAR = re.compile(r"^ep_(\d{7})_(\d{7})\.npz$")
@@ -78,15 +83,23 @@ class CalvinWindowDataset(Dataset):
         track_frame_size: expected side of the camera the sidecar tracks are measured in.
         max_points: keep at most this many tracks (evenly spaced, deterministic).
         stride: step between window starts inside an annotation.
+        image_size: resize both cameras to this side when a frame is first read and keep the
+            resized frames in memory (float in [0, 1] instead of uint8); ``None``: full frames,
+            read from disk every time.
     """
 
     def __init__(
         self, root: str | Path, window: int = 10, video_offset: int = 3, track_len: int = 16, with_tracks: bool = True,
-        track_frame_size: int = 200, max_points: int | None = None, stride: int = 1,
+        track_frame_size: int = 200, max_points: int | None = None, stride: int = 1, image_size: int | None = None,
     ) -> None:
         self.root = Path(root)
         if not self.root.is_dir():
             raise FileNotFoundError(f"CALVIN dataset folder not found: {self.root}")
+        if image_size is not None and image_size < 1:
+            raise ValueError(f"image_size must be >= 1 or None, got {image_size}")
+        self.image_size = image_size
+        self._frame_rows: dict[int, int] = {}  # frame id -> row of the resized-frame store
+        self._frame_store: dict[str, np.ndarray] = {}
         if window < 1 or stride < 1 or track_len < 2 or video_offset < 1:
             raise ValueError(f"invalid dataset arguments window={window}, stride={stride}, track_len={track_len}, video_offset={video_offset}")
         self.window, self.video_offset, self.track_len = window, video_offset, track_len
@@ -114,7 +127,10 @@ class CalvinWindowDataset(Dataset):
     def _find_sidecars(self) -> list[_Sidecar]:
         folder = self.root / "tracks"
         if not folder.is_dir():
-            raise FileNotFoundError(f"track sidecar folder missing: {folder} (write it with the simulator's tracks module or `arfm label`)")
+            raise FileNotFoundError(
+                f"track sidecar folder missing: {folder}. The embedded simulator writes it (python -m integrations.gr1.sim.generate); "
+                f"for a real CALVIN split run `arfm label --format calvin {self.root} LABELLED` and then "
+                f"`python -m integrations.gr1.calvin_tracks LABELLED {self.root}` (256-px labelled tracks -> camera-pixel sidecars)")
         found = [_Sidecar(int(m[1]), int(m[2]), p) for p in folder.iterdir() if (m := _SIDECAR.match(p.name))]
         if not found:
             raise FileNotFoundError(f"no track sidecars ep_XXXXXXX_XXXXXXX.npz in {folder}")
@@ -128,11 +144,30 @@ class CalvinWindowDataset(Dataset):
         return int(s), int(e)
 
     def _frame(self, frame: int) -> dict[str, np.ndarray]:
+        if frame in self._frame_rows:
+            row = self._frame_rows[frame]
+            return {key: store[row] for key, store in self._frame_store.items()}
         data = _load_npz(self.root / f"episode_{frame:07d}.npz")
         for key in ("rgb_static", "rgb_gripper", "rel_actions", "robot_obs"):
             if key not in data:
                 raise ValueError(f"CALVIN frame {self.root / f'episode_{frame:07d}.npz'} lacks key {key!r}")
-        return data
+        if self.image_size is None:
+            return data
+        small = {key: np.asarray(data[key], dtype=np.float64) for key in ("rel_actions", "robot_obs")}
+        for key in ("rgb_static", "rgb_gripper"):
+            img = torch.from_numpy(np.ascontiguousarray(data[key])).permute(2, 0, 1)[None].float() / 255.0
+            img = F.interpolate(img, size=(self.image_size,) * 2, mode="bilinear", antialias=True, align_corners=False)
+            small[key] = img[0].clamp(0, 1).permute(1, 2, 0).numpy()  # (S, S, 3) float32, HWC like the files
+        if not self._frame_store:
+            # One preallocated array per key: thousands of small cached arrays between the large
+            # temporary ones of each read fragment the heap (measured: ~0.8 MB of RSS per frame).
+            frames = int((self.episodes[:, 1] - self.episodes[:, 0] + 1).sum())
+            self._frame_store = {key: np.zeros((frames, *value.shape), dtype=value.dtype) for key, value in small.items()}
+        row = len(self._frame_rows)
+        for key, value in small.items():
+            self._frame_store[key][row] = value
+        self._frame_rows[frame] = row
+        return small
 
     def _sidecar(self, frame: int) -> tuple[int, np.ndarray]:
         i = int(np.searchsorted(self._sidecar_starts, frame, side="right")) - 1  # last sidecar starting at or before frame

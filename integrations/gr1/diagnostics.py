@@ -5,8 +5,14 @@ with the learned "no tracks" embedding, and with the tracks of another window (s
 reports the arm-action error of each and how far the actions move between them. A policy whose
 actions barely move and whose error is the same all three ways has learnt to ignore tracks: no
 track predictor can then change its success rate, which is worth knowing before reading a table.
+Run on held-out demonstrations (``--data`` of other seeds), the same numbers are a cheap learning
+signal before any closed-loop run: does the oracle-conditioned policy predict the expert's actions
+better than without tracks, and better than a GR-1 trained without the track token
+(``--plain-checkpoint``, reported as ``error_plain``)?
 
     python -m integrations.gr1.diagnostics --checkpoint runs/x/gr1_seed0/checkpoint --data runs/x/demos
+    python -m integrations.gr1.diagnostics --checkpoint runs/x/gr1_seed0/checkpoint --data heldout/demos \
+        --plain-checkpoint runs/x/gr1_seed0_plain/checkpoint --windows 128
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ class SensitivityArgs:
         windows: random training windows used.
         max_points: most tracks per window.
         seed: window draw seed.
+        plain_checkpoint: a GR-1 trained without the track token, compared on the same windows.
     """
 
     checkpoint: str
@@ -37,20 +44,32 @@ class SensitivityArgs:
     windows: int = 32
     max_points: int = 64
     seed: int = 0
+    plain_checkpoint: str | None = None
 
 
 @torch.no_grad()
-def track_sensitivity(policy: GR1Policy, dataset: CalvinWindowDataset, windows: int = 32, seed: int = 0) -> dict[str, float]:
+def track_sensitivity(policy: GR1Policy, dataset: CalvinWindowDataset, windows: int = 32, seed: int = 0,
+                      plain: GR1Policy | None = None) -> dict[str, float]:
     """Arm-action L1 error with true / no / shuffled tracks, and the mean action change.
+
+    Args:
+        policy: a GR-1 with the track token.
+        dataset: windows with track sidecars.
+        windows: how many windows to draw (all of them when the dataset is smaller).
+        seed: which windows.
+        plain: optionally a GR-1 without the track token, run on the same windows.
 
     Returns:
         ``error_gt``, ``error_none``, ``error_shuffled`` (mean |predicted - demonstrated| arm
         action over valid steps), ``change_gt_vs_none``, ``change_gt_vs_shuffled`` (mean
-        |difference| of the predicted arm actions) and ``action_scale`` (mean |demonstrated|).
+        |difference| of the predicted arm actions), ``action_scale`` (mean |demonstrated|) and,
+        with ``plain``, ``error_plain``.
     """
     c = policy.config
     if not c.use_tracks:
         raise ValueError("this GR-1 policy was trained without tracks (use_tracks=False): nothing to measure")
+    if plain is not None and plain.config.use_tracks:
+        raise ValueError("plain must be a GR-1 trained without tracks (use_tracks=False)")
     if len(dataset) < 2:
         raise ValueError(f"track_sensitivity needs at least 2 windows to shuffle tracks, the dataset has {len(dataset)}")
     picked = np.random.default_rng(seed).choice(len(dataset), min(windows, len(dataset)), replace=False)
@@ -80,6 +99,11 @@ def track_sensitivity(policy: GR1Policy, dataset: CalvinWindowDataset, windows: 
     out["change_gt_vs_none"] = mean_abs(arm["gt"] - arm["none"])
     out["change_gt_vs_shuffled"] = mean_abs(arm["gt"] - arm["shuffled"])
     out["action_scale"] = mean_abs(target)
+    if plain is not None:
+        plain.eval()
+        plain_arm = plain(plain.encode_images(batch["rgb_static"]), plain.encode_images(batch["rgb_gripper"]),
+                          plain.encode_text(batch["instruction"]), batch["robot_obs"], None, valid).arm
+        out["error_plain"] = mean_abs(plain_arm - target)
     return out
 
 
@@ -90,7 +114,8 @@ def main(args: SensitivityArgs) -> dict[str, float]:
         args.data, window=c.window, video_offset=c.video_offset, track_len=c.track_len, with_tracks=True,
         track_frame_size=c.track_frame_size, max_points=args.max_points,
     )
-    result = track_sensitivity(policy, dataset, args.windows, args.seed)
+    plain = GR1Policy.from_pretrained(args.plain_checkpoint) if args.plain_checkpoint else None
+    result = track_sensitivity(policy, dataset, args.windows, args.seed, plain)
     print(f"GR-1 track sensitivity of {args.checkpoint} on {min(args.windows, len(dataset))} windows of {args.data}")
     print("| " + " | ".join(result) + " |\n|" + "---|" * len(result) + "\n| " + " | ".join(f"{v:.4g}" for v in result.values()) + " |")
     return result

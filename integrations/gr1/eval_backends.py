@@ -2,20 +2,24 @@
 
 Two backends behind one small interface (:class:`EvalBackend`):
 
-- :class:`EmbeddedBackend` (default): the pybullet tabletop of :mod:`integrations.gr1.sim`,
-  its task oracle and chains; query points are 3-D points attached to the scene's surfaces
-  (sampled at each subtask start, as in the training sidecars) and projected exactly; ground
+- :class:`EmbeddedBackend` (default): the pybullet tabletop of :mod:`integrations.gr1.sim` and
+  its chains, judged by CALVIN's task oracle (as the real env); query points are 3-D points
+  attached to the scene's surfaces (sampled at each subtask start, as in the training sidecars)
+  and projected exactly; ground
   truth for the ``gt`` oracle comes from the scripted expert (see :meth:`EmbeddedBackend.ground_truth`).
-- :class:`RealCalvinBackend`: the real ``calvin_env`` with CALVIN's task oracle, validation
-  annotations and evaluation sequences. CALVIN is not on the package registries: install it
-  from its repository (``git clone --recurse-submodules https://github.com/mees/calvin.git &&
-  cd calvin && sh install.sh``, which installs ``calvin_env`` and ``calvin_agent``); the
-  unrelated PyPI package ``calvin`` must not be installed. Imports are lazy. Query points are a
-  regular grid over the static image; no ground truth is available there.
+- :class:`RealCalvinBackend`: the real ``calvin_env`` (and only it: nothing from ``calvin_agent``).
+  The official 1000 chains, their start states, the instructions and the 34 task oracles come
+  from :mod:`integrations.gr1.calvin_chains` and :mod:`integrations.gr1.calvin_tasks`. Install
+  ``calvin_env`` from its repository (:data:`CALVIN_ENV_INSTALL`); the unrelated PyPI package
+  ``calvin`` must not be installed. :func:`check_backend` reports a missing install or dataset
+  before anything is built. Query points are a regular grid over the static image; no ground
+  truth is available there.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Protocol
@@ -84,13 +88,24 @@ class EmbeddedBackend(_CalvinApiBackend):
         seed: seeds the env and the track-point sampling.
         num_points: query points per subtask.
         max_lookahead: longest expert look-ahead for ground truth (CALVIN: 360 steps).
+        oracle: ``"calvin"`` (default: CALVIN's own task oracle, :class:`integrations.gr1.calvin_tasks.Tasks`,
+            on the env's CALVIN-layout info, as for the real env) or ``"embedded"`` (the simulator's
+            looser checks, :func:`integrations.gr1.sim.tasks.get_task_info`).
+        all_tasks: draw chains from all 25 embedded tasks (with CALVIN's six rotations and
+            ``unstack_block``) instead of the 18 of :data:`integrations.gr1.sim.tasks.CLASSIC_TASKS`.
     """
 
     frame_size = 200
 
-    def __init__(self, seed: int = 0, num_points: int = 64, max_lookahead: int = 360) -> None:
+    def __init__(self, seed: int = 0, num_points: int = 64, max_lookahead: int = 360, oracle: str = "calvin",
+                 all_tasks: bool = False) -> None:
+        from integrations.gr1.calvin_tasks import Tasks
         from integrations.gr1.sim import CalvinTabletopEnv
 
+        if oracle not in ("calvin", "embedded"):
+            raise ValueError(f"EmbeddedBackend oracle must be 'calvin' or 'embedded', got {oracle!r}")
+        self.oracle = Tasks.from_yaml() if oracle == "calvin" else None
+        self.all_tasks = bool(all_tasks)
         self.env = CalvinTabletopEnv(use_relative_actions=True, seed=seed)
         self.frame_size = int(self.env.static_cam.width)
         self.num_points, self.max_lookahead = num_points, max_lookahead
@@ -100,21 +115,24 @@ class EmbeddedBackend(_CalvinApiBackend):
         self._expert_pixels: np.ndarray | None = None
 
     def sample_chains(self, num_chains: int, seed: int) -> list[ChainSpec]:
-        from integrations.gr1.sim import sample_task_chains
+        from integrations.gr1.sim.tasks import CLASSIC_TASKS, TASKS, sample_task_chains
 
-        return [ChainSpec(tuple(c.tasks), tuple(c.instructions), np.asarray(c.scene_obs)) for c in sample_task_chains(num_chains, seed)]
+        chains = sample_task_chains(num_chains, seed, tasks=TASKS if self.all_tasks else CLASSIC_TASKS)
+        return [ChainSpec(tuple(c.tasks), tuple(c.instructions), np.asarray(c.scene_obs)) for c in chains]
 
     def completed(self, task: str, start_info: dict[str, Any], info: dict[str, Any]) -> bool:
         from integrations.gr1.sim import get_task_info
 
+        if self.oracle is not None:
+            return bool(self.oracle.get_task_info_for_set(start_info, info, {task}))
         return task in get_task_info(start_info, info)
 
     def begin_subtask(self, task: str) -> None:
         """New query points on what the camera sees now (like each training segment)."""
-        from integrations.gr1.sim.tracks import sample_points
+        from integrations.gr1.sim.tracks import sample_scene_points
 
         self.task = task
-        self.points = sample_points(self.env.cid, self.env.static_cam, self.num_points, self.rng, self.env.moving_objects())
+        self.points = sample_scene_points(self.env, self.num_points, self.rng)  # the training sidecars' prior
         self._expert_pixels = None
 
     def _project(self) -> tuple[np.ndarray, np.ndarray]:
@@ -132,7 +150,7 @@ class EmbeddedBackend(_CalvinApiBackend):
     def expert_lookahead(self, max_steps: int) -> np.ndarray:
         """Pixels ``(N, S + 1, 2)`` of the points while the scripted expert performs the current
         subtask from the current state, for at most ``max_steps`` steps; the simulator is then put
-        back (pybullet state, gripper command, LED latch; pybullet does not restore its solver warm start,
+        back (pybullet state, gripper command, LED latch, commanded pose; pybullet does not restore its solver warm start,
         so later states differ by ~1e-8 m). Physics only: nothing is rendered."""
         import pybullet as pb
 
@@ -141,7 +159,7 @@ class EmbeddedBackend(_CalvinApiBackend):
         env, scene = self.env, self.env.scene
         pixels = [self._project()[0]]
         state = pb.saveState(physicsClientId=env.cid)
-        saved = (env._gripper_action, scene.led_on, scene._button_was_pressed)
+        saved = (env._gripper_action, scene.led_on, scene._button_was_pressed, env.target_pose)
         true_step = env.step
 
         def step(action: np.ndarray):
@@ -161,7 +179,7 @@ class EmbeddedBackend(_CalvinApiBackend):
             del env.get_obs, env.step
             pb.restoreState(state, physicsClientId=env.cid)
             pb.removeState(state, physicsClientId=env.cid)
-            env._gripper_action, scene.led_on, scene._button_was_pressed = saved
+            env._gripper_action, scene.led_on, scene._button_was_pressed, env.target_pose = saved
             scene.update_lights()
         return np.stack(pixels, axis=1).astype(np.float32)
 
@@ -185,48 +203,95 @@ class EmbeddedBackend(_CalvinApiBackend):
         self.env.close()
 
 
+CALVIN_ENV_INSTALL = (
+    "git clone --recurse-submodules https://github.com/mees/calvin_env.git && pip install -e calvin_env/tacto && "
+    "pip install -e calvin_env (the PyPI package named 'calvin' is unrelated and must not be installed; "
+    "calvin_agent is not needed)"
+)
+
+
+def calvin_validation_dir(dataset: str | Path | None) -> Path:
+    """The ``validation/`` folder of a CALVIN split root, checked for the env config it holds.
+
+    Raises:
+        FileNotFoundError: no dataset given, or no ``validation/.hydra/merged_config.yaml`` under it.
+    """
+    if dataset is None:
+        raise FileNotFoundError("--calvin-dataset is required with --env calvin (a CALVIN split root such as task_D_D)")
+    config = Path(dataset) / "validation" / ".hydra" / "merged_config.yaml"
+    if not config.is_file():
+        raise FileNotFoundError(f"--calvin-dataset must be a CALVIN split root with validation/.hydra/merged_config.yaml, "
+                                f"not found: {config}")
+    return config.parents[1]
+
+
+def check_backend(kind: str, dataset: str | Path | None = None) -> None:
+    """Fail fast, before any policy, model or env is built, when a backend cannot run here.
+
+    Raises:
+        ValueError: unknown ``kind``.
+        ImportError: ``calvin_env`` (or hydra/omegaconf) missing, with the install commands.
+        FileNotFoundError: the CALVIN dataset is missing or incomplete.
+    """
+    if kind == "embedded":
+        return
+    if kind != "calvin":
+        raise ValueError(f"unknown evaluation env {kind!r}; use 'embedded' or 'calvin'")
+    try:
+        import hydra  # noqa: F401
+        import omegaconf  # noqa: F401
+        from calvin_env.envs import play_table_env  # noqa: F401
+    except ImportError as err:
+        raise ImportError(f"the real CALVIN environment is not installed ({err}). Install it with: {CALVIN_ENV_INSTALL}") from err
+    calvin_validation_dir(dataset)
+
+
+def _build_calvin_env(validation: Path, seed: int) -> Any:
+    """``calvin_env``'s ``get_env`` with the env seed set: instantiate the dataset's env config."""
+    import hydra
+    from hydra.core.global_hydra import GlobalHydra
+    from omegaconf import OmegaConf
+
+    if not GlobalHydra.instance().is_initialized():  # as calvin_env's own get_env does
+        hydra.initialize(version_base=None, config_path=None)
+    conf = OmegaConf.load(validation / ".hydra" / "merged_config.yaml")
+    return hydra.utils.instantiate(conf.env, show_gui=False, use_vr=False, use_scene_info=True, seed=int(seed))
+
+
 class RealCalvinBackend(_CalvinApiBackend):
-    """The real CALVIN environment (``calvin_env`` + ``calvin_agent`` from the CALVIN repository).
+    """The real CALVIN environment (``calvin_env`` only).
 
     Args:
         dataset: a CALVIN split root (e.g. ``task_ABC_D``); its ``validation/`` folder configures the env.
         grid: query points per image side.
+        seed: the env's random generator (``PlayTableSimEnv(seed=...)``).
     """
 
     frame_size = 200
 
-    def __init__(self, dataset: str | None, grid: int = 8) -> None:
-        try:
-            import calvin_agent
-            import hydra
-            from calvin_env.envs.play_table_env import get_env
-            from omegaconf import OmegaConf
-        except ImportError as err:
-            raise ImportError(
-                f"the real CALVIN environment is not installed ({err}). Install it from its repository: "
-                "git clone --recurse-submodules https://github.com/mees/calvin.git && cd calvin && sh install.sh "
-                "(the PyPI package named 'calvin' is unrelated and must not be installed)"
-            ) from err
-        if dataset is None or not (Path(dataset) / "validation").is_dir():
-            raise FileNotFoundError(f"--calvin-dataset must be a CALVIN split with a validation/ folder, got {dataset}")
-        conf = Path(calvin_agent.__file__).resolve().parents[1] / "conf"
-        self.env = get_env(Path(dataset) / "validation", show_gui=False)
-        self.oracle = hydra.utils.instantiate(OmegaConf.load(conf / "callbacks/rollout/tasks/new_playtable_tasks.yaml"))
-        self.annotations = OmegaConf.load(conf / "annotations/new_playtable_validation.yaml")
+    def __init__(self, dataset: str | Path | None, grid: int = 8, seed: int = 0) -> None:
+        from integrations.gr1.calvin_chains import validation_instructions
+        from integrations.gr1.calvin_tasks import Tasks
+
+        check_backend("calvin", dataset)
+        self.seed = int(seed)
+        self.oracle = Tasks.from_yaml()
+        self.instructions = validation_instructions()
         self.points = grid_points(self.frame_size, grid)
+        self.env = _build_calvin_env(calvin_validation_dir(dataset), self.seed)
 
     def sample_chains(self, num_chains: int, seed: int) -> list[ChainSpec]:
-        from calvin_agent.evaluation.multistep_sequences import get_sequences
-        from calvin_agent.evaluation.utils import get_env_state_for_initial_condition
+        """The first ``num_chains`` official chains (``seed`` is not used: the list is fixed)."""
+        from integrations.gr1.calvin_chains import initial_state_to_obs, load_chains
 
         chains = []
-        for initial, sequence in get_sequences(num_chains):
-            robot_obs, scene_obs = get_env_state_for_initial_condition(initial)
-            chains.append(ChainSpec(tuple(sequence), tuple(self.annotations[t][0] for t in sequence), scene_obs, robot_obs))
+        for chain in load_chains(num_chains):
+            robot_obs, scene_obs = initial_state_to_obs(chain.initial_state)
+            chains.append(ChainSpec(chain.subtasks, tuple(self.instructions[t] for t in chain.subtasks), scene_obs, robot_obs))
         return chains
 
     def completed(self, task: str, start_info: dict[str, Any], info: dict[str, Any]) -> bool:
-        return len(self.oracle.get_task_info_for_set(start_info, info, {task})) > 0
+        return bool(self.oracle.get_task_info_for_set(start_info, info, {task}))
 
     def begin_subtask(self, task: str) -> None:
         return None
@@ -238,13 +303,28 @@ class RealCalvinBackend(_CalvinApiBackend):
         return None  # the real env exposes no tracked points
 
     def close(self) -> None:
-        self.env.close()
+        """Disconnect once, quietly. ``PlayTableSimEnv.close`` prints, and its ``__del__`` calls it
+        again, which raises ``pybullet.error: Not connected to physics server``: the instance's
+        ``close`` is replaced by a no-op once done (idempotent)."""
+        env, self.env = getattr(self, "env", None), None
+        if env is None:
+            return
+        import pybullet
+
+        try:
+            with contextlib.redirect_stdout(io.StringIO()):
+                env.close()
+        except pybullet.error as err:
+            if "not connected" not in str(err).lower():
+                raise
+        finally:
+            env.close = lambda: None
 
 
 def make_backend(kind: str, dataset: str | None = None, seed: int = 0) -> EvalBackend:
-    """``"embedded"`` (default tabletop) or ``"calvin"`` (real CALVIN, needs ``dataset``)."""
+    """``"embedded"`` (default tabletop) or ``"calvin"`` (real CALVIN, needs ``dataset``); ``seed``
+    seeds either env."""
+    check_backend(kind, dataset)
     if kind == "embedded":
         return EmbeddedBackend(seed=seed)
-    if kind == "calvin":
-        return RealCalvinBackend(dataset)
-    raise ValueError(f"unknown evaluation env {kind!r}; use 'embedded' or 'calvin'")
+    return RealCalvinBackend(dataset, seed=seed)

@@ -29,16 +29,15 @@ import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
-import torch
-from tqdm import tqdm
 
-from arfm.predictors import build_predictor
-from integrations.gr1.eval_backends import EvalBackend, make_backend
-from integrations.gr1.modeling_gr1 import GR1Policy
-from integrations.gr1.policy_runner import GR1Runner, OnlineTrackConditioner
+from integrations.gr1.eval_backends import EvalBackend, check_backend, make_backend
+
+if TYPE_CHECKING:  # torch-heavy: imported where used, so `--help` starts fast
+    from integrations.gr1.modeling_gr1 import GR1Policy
+    from integrations.gr1.policy_runner import GR1Runner, OnlineTrackConditioner
 
 CHAIN_LENGTH = 5
 MAX_STEPS_PER_SUBTASK = 360
@@ -118,6 +117,12 @@ def evaluate(
         label: table row name (default: ``GR-1 + tracks:<spec>``).
         device: where the policy runs.
     """
+    import torch
+    from tqdm import tqdm
+
+    from arfm.predictors import build_predictor
+    from integrations.gr1.policy_runner import GR1Runner, OnlineTrackConditioner
+
     if num_chains < 1 or max_steps < 1:
         raise ValueError(f"num_chains and max_steps must be >= 1, got {num_chains}, {max_steps}")
     predictor = build_predictor(tracks)
@@ -209,6 +214,9 @@ def main(args: EvalArgs) -> str:
         return text
     if args.checkpoint is None:
         raise ValueError("--checkpoint is required unless --table is given")
+    check_backend(args.env, args.calvin_dataset)  # a missing calvin_env or dataset fails before anything is loaded
+    from integrations.gr1.modeling_gr1 import GR1Policy
+
     policy = GR1Policy.from_pretrained(args.checkpoint, device=args.device)
     backend = make_backend(args.env, dataset=args.calvin_dataset, seed=args.seed)
     try:
@@ -225,4 +233,6 @@ def main(args: EvalArgs) -> str:
 if __name__ == "__main__":
     import tyro
 
-    main(tyro.cli(EvalArgs))
+    from arfm.errors import run_cli
+
+    run_cli(lambda argv: main(tyro.cli(EvalArgs, args=argv)), "gr1 evaluate")

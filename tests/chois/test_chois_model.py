@@ -123,6 +123,9 @@ def test_train_resume_and_eval_cli(tmp_path: Path, fbm_root: Path):
     assert load_training_state(ckpt)["step"] == 3
     ckpt, more = run_training(TrainArgs(data=fbm_root, out=tmp_path / "run", steps=5, batch_size=2, resume=True))
     assert len(more) == 2 and load_training_state(ckpt)["step"] == 5
+    assert sorted(p.name for p in ckpt.iterdir() if p.name.startswith("training_state")) == ["training_state.json", "training_state.safetensors"]
+    with pytest.raises(FileNotFoundError, match="no checkpoint"):  # never a silent fresh start
+        run_training(TrainArgs(data=fbm_root, out=tmp_path / "empty", steps=1, batch_size=2, resume=True))
     results = chois_eval.main(["--checkpoint", str(ckpt), "--data", str(fbm_root), "--tracks", "none", "gt", "no-movement", "--out", str(tmp_path / "eval")])
     assert set(results) == {"none", "gt", "no-movement"} and results["gt"]["R_prec"] == "skipped"
     saved = json.loads((tmp_path / "eval" / "table2.json").read_text())

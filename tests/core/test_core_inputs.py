@@ -65,7 +65,13 @@ def test_configs_validate_fields():
 
 def test_paper_defaults():
     cfg, train = ModelConfig(), TrainConfig()
-    assert (cfg.dim, cfg.depth, cfg.heads, cfg.flow_depth) == (768, 12, 12, 6)
+    assert (cfg.dim, cfg.depth, cfg.heads, cfg.flow_depth) == (768, 12, 12, 4)
+    # The published layout: 12 alternating layers = 6 temporal + 6 spatial blocks.
+    from arfm.fusion import FeatureFusionTransformer
+
+    fusion = FeatureFusionTransformer(32, cfg.depth, 2, 1.0)
+    assert (len(fusion.temporal), len(fusion.spatial)) == (6, 6)
+    assert [kind for kind, _ in fusion._layers()][:3] == ["temporal", "spatial", "temporal"]
     assert (cfg.sample_steps, cfg.update_steps, cfg.update_start_time) == (16, 4, 0.8)
     assert (cfg.max_points, cfg.horizon) == (100, 50)
     assert (train.lr, train.batch_size, train.ema_decay, train.ema_update_every) == (5e-5, 16, 0.9999, 100)

@@ -55,15 +55,15 @@ def cfg(src, out, **kw):
 def test_discovery_and_captions(tmp_path):
     src = make_input(tmp_path / "in")
     found = {s.clip_id: s for s in discover_sources(src).sources}
-    assert sorted(found) == ["a_walk", "c", "d_frames", "sub__b"]
-    assert found["a_walk"].caption == "a person walks" and found["sub__b"].caption == "from json"
-    assert found["sub__b"].fps == 5.0 and found["c"].caption == "from csv" and found["d_frames"].kind == "frames"
+    assert sorted(found) == ["a_walk.mp4", "c.gif", "d_frames", "sub__b.mp4"]
+    assert found["a_walk.mp4"].caption == "a person walks" and found["sub__b.mp4"].caption == "from json"
+    assert found["sub__b.mp4"].fps == 5.0 and found["c.gif"].caption == "from csv" and found["d_frames"].kind == "frames"
     assert found["d_frames"].caption == ""
     named = {s.clip_id: s.caption for s in discover_sources(src, caption_from_filename=True).sources}
     assert named["d_frames"] == "d frames"
     cv2.imwrite(str(src / "thumb.jpg"), np.zeros((8, 8, 3), np.uint8))  # beside videos: not a frame clip
     found = discover_sources(src)
-    assert sorted(s.clip_id for s in found.sources) == ["a_walk", "c", "d_frames", "sub__b"]
+    assert sorted(s.clip_id for s in found.sources) == ["a_walk.mp4", "c.gif", "d_frames", "sub__b.mp4"]
     assert "thumb" not in str([s.path for s in found.sources]) and "image files beside videos" in found.warnings[0]
     (src / "captions.csv").write_text("file,text\n")
     with pytest.raises(ValueError, match="captions.csv.*'path' and 'caption'"):
@@ -94,16 +94,16 @@ def test_label_run_skips_corrupt_and_unreadable(tmp_path):
     failed = {Path(name).name: reason for name, reason in summary.failed}
     assert sorted(failed) == ["corrupt.mp4", "dangling.avi", "e_frames"]
     assert "0001.png" in failed["e_frames"]
-    assert sorted(summary.labelled) == ["a_walk", "c", "d_frames", "sub__b"]
+    assert sorted(summary.labelled) == ["a_walk.mp4", "c.gif", "d_frames", "sub__b.mp4"]
     assert "3 failed" in summary.format() and "corrupt.mp4" in summary.format()
     data = open_labelled_dataset(tmp_path / "out")
-    clip = data.load_clip("sub__b")
+    clip = data.load_clip("sub__b.mp4")
     assert clip.fps == 5.0 and clip.tracks.shape == (60, 12, 2) and clip.frames.shape == (12, 256, 256, 3)
     # content slides left 2 source px per frame; 90 px high centre crop -> 256/90 model px per source px
     steady = clip.visible.all(axis=1)
     assert steady.mean() > 0.5
     np.testing.assert_allclose(np.diff(clip.tracks[steady], axis=1).mean(axis=(0, 1)), [-2 * 256 / 90, 0], atol=0.3)
-    assert data.load_clip("c").fps == pytest.approx(10.0)  # GIF, 100 ms per frame
+    assert data.load_clip("c.gif").fps == pytest.approx(10.0)  # GIF, 100 ms per frame
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
     assert len(manifest["last_run"]["failed"]) == 3
 
@@ -153,14 +153,14 @@ def test_cli_subprocess_and_training_windows(tmp_path):
     assert "labelled 4 clips" in run.stdout and "dataset: 4 clips, 160 tracks" in run.stdout
     ds = LabelledTrackDataset(out, num_points=20, horizon=6, max_cond_frames=3)
     assert len(ds) == 4 and ds[0].tracks.shape == (20, 9, 2)
-    meta = json.loads((out / "clips" / "a_walk" / "meta.json").read_text())
+    meta = json.loads((out / "clips" / "a_walk.mp4" / "meta.json").read_text())
     assert meta["query_frames"] == [0, 6] and meta["tracker"] == "lk" and meta["caption"] == "a person walks"
 
 
 def test_real_shared_clip(shared_data, tmp_path):
     clip_path = shared_data / "videos/robot/bridge_data_v1_berkeley_toysink2_bww_put_knife_on_cutting_board.mp4"
     summary = label_dataset(cfg(clip_path, tmp_path / "out", caption_from_filename=True, num_points=200), progress=False)
-    assert summary.labelled == ["bridge_data_v1_berkeley_toysink2_bww_put_knife_on_cutting_board"]
+    assert summary.labelled == ["bridge_data_v1_berkeley_toysink2_bww_put_knife_on_cutting_board.mp4"]
     clip = open_labelled_dataset(tmp_path / "out").load_clip(0)
     assert clip.frames.shape == (23, 256, 256, 3) and clip.fps == 15.0
     assert clip.caption.endswith("put knife on cutting board")

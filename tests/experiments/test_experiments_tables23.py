@@ -91,6 +91,33 @@ def test_table3_slug_is_folder_safe() -> None:
     assert table3.slug("+++") == "row"
 
 
+def test_table3_heldout_demos_use_other_scenes_and_new_fields_are_checked(tmp_path: Path) -> None:
+    spec = table3.DemoSpec(episodes=40, seed=3, heldout_episodes=4)
+    held = spec.heldout()
+    assert (held.episodes, held.seed, held.heldout_episodes, held.num_points) == (4, 4, 0, spec.num_points)
+    assert held.movement_weighted and spec.movement_weighted  # the sidecars' points favour moving bodies by default
+    with pytest.raises(ValueError, match="'heldout_episodes'"):
+        table3.DemoSpec(heldout_episodes=-1)
+    with pytest.raises(ValueError, match="'track_dropout'"):
+        table3.Gr1Spec(track_dropout=1.5)
+    with pytest.raises(ValueError, match="'diagnostic_windows'"):
+        table3.Gr1Spec(diagnostic_windows=-2)
+    with pytest.raises(FileNotFoundError, match="not an ARFM checkpoint"):
+        table3.ensure_arfm(table3.ArfmSpec(checkpoint=str(tmp_path)), tmp_path, tmp_path / "arfm")
+    args = table3.gr1_args(table3.Gr1Spec(track_dropout=0.3), tmp_path, tmp_path / "run", 1, True)
+    assert args.track_dropout == 0.3 and args.model_config().track_dropout == 0.3
+
+
+def test_table3_diagnostics_markdown() -> None:
+    per_seed = {0: {"error_gt": 0.1, "error_none": 0.25, "change_gt_vs_none": 0.125},
+                1: {"error_gt": 0.2, "error_none": 0.3, "error_plain": 0.28, "change_gt_vs_none": 0.05}}
+    lines = table3.format_diagnostics(per_seed, "held-out demos").splitlines()
+    assert "held-out demos" in lines[0]
+    assert lines[2] == "| seed | error_gt | error_none | error_plain | change_gt_vs_none |"
+    assert lines[4] == "| 0 | 0.1000 | 0.2500 | — | 0.1250 |"
+    assert lines[5] == "| 1 | 0.2000 | 0.3000 | 0.2800 | 0.0500 |"
+
+
 # ------------------------------------------------------------------ table 2 (CHOIS)
 def test_table2_shipped_config_loads() -> None:
     cfg = table2.Table2Config.from_json(REPO / "experiments" / "configs" / "table2.json")

@@ -64,3 +64,22 @@ def test_sensitivity_numbers_match_a_hand_computed_policy(dataset):
 def test_sensitivity_rejects_a_policy_without_tracks(dataset):
     with pytest.raises(ValueError, match="without tracks"):
         track_sensitivity(GR1Policy(tiny_gr1_config(use_tracks=False)), dataset)
+
+
+class ConstantPlainPolicy(TrackReadingPolicy):
+    """A stand-in GR-1 without the track token whose arm actions are all 0.5."""
+
+    config = SimpleNamespace(use_tracks=False, arm_dim=6)
+
+    def __call__(self, static, gripper, text, robot_obs, tokens, valid):
+        assert tokens is None
+        return SimpleNamespace(arm=torch.full((*robot_obs.shape[:2], 6), 0.5))
+
+
+def test_sensitivity_compares_a_plain_policy_on_the_same_windows(dataset):
+    result = track_sensitivity(TrackReadingPolicy(), dataset, windows=len(dataset), plain=ConstantPlainPolicy())
+    batch = collate_gr1([dataset[i] for i in range(len(dataset))])
+    target = batch["actions"][..., :6].float()[batch["valid"].bool()]
+    assert result["error_plain"] == pytest.approx(float((target - 0.5).abs().mean()), rel=1e-5)
+    with pytest.raises(ValueError, match="plain must be"):
+        track_sensitivity(TrackReadingPolicy(), dataset, plain=TrackReadingPolicy())

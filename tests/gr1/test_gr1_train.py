@@ -14,6 +14,7 @@ from accelerate.utils import set_seed
 sys.path.insert(0, str(Path(__file__).parent))
 from gr1_testdata import write_fake_calvin  # noqa: E402
 
+from arfm.checkpoint import load_training_state  # noqa: E402
 from integrations.gr1.data import CalvinWindowDataset, collate_gr1  # noqa: E402
 from integrations.gr1.modeling_gr1 import GR1Policy, gr1_loss  # noqa: E402
 from integrations.gr1.train import StepBatchSampler, TrainArgs, find_checkpoint, lr_lambda, main  # noqa: E402
@@ -44,11 +45,13 @@ def test_tiny_training_lowers_the_loss_and_writes_a_checkpoint(data: Path, tmp_p
     initial = GR1Policy(run.model_config())  # main() seeds the same way, so this is its starting point
     before = fixed_batch_loss(initial, data)
     ckpt = main(run)
-    assert sorted(p.name for p in ckpt.iterdir()) == ["config.json", "model.safetensors", "train_args.json", "training_state.pt"]
-    assert torch.load(ckpt / "training_state.pt", weights_only=False)["step"] == 40
+    assert sorted(p.name for p in ckpt.iterdir()) == [
+        "config.json", "model.safetensors", "train_args.json", "training_state.json", "training_state.safetensors"
+    ]
+    assert load_training_state(ckpt)["step"] == 40
     assert json.loads((ckpt / "train_args.json").read_text())["steps"] == 40
-    assert not (tmp_path / "run" / "checkpoint.tmp").exists() and not (tmp_path / "run" / "checkpoint.old").exists()
-    assert any((tmp_path / "run" / "gr1").rglob("events.out.tfevents*"))  # tensorboard
+    assert not [p.name for p in (tmp_path / "run").iterdir() if p.name.startswith(".checkpoint.")]  # no leftovers
+    assert any((tmp_path / "run" / "logs").rglob("events.out.tfevents*"))  # tensorboard, the shared run layout
     after = fixed_batch_loss(GR1Policy.from_pretrained(ckpt), data)
     # the fake frames are noise (video terms fall little) and GPT-2's small init has a plateau
     # of a few dozen steps before actions are fitted, so the bar is modest but well above noise
@@ -60,7 +63,7 @@ def test_resumed_run_matches_an_uninterrupted_one(data: Path, tmp_path: Path) ->
     straight = main(args(data, tmp_path / "a", steps=4))
     main(args(data, tmp_path / "b", steps=2))
     resumed = main(args(data, tmp_path / "b", steps=4, resume=True))
-    assert torch.load(resumed / "training_state.pt", weights_only=False)["step"] == 4
+    assert load_training_state(resumed)["step"] == 4
     a, b = GR1Policy.from_pretrained(straight).state_dict(), GR1Policy.from_pretrained(resumed).state_dict()
     for k in a:
         torch.testing.assert_close(a[k], b[k], atol=1e-6, rtol=1e-5, msg=k)
@@ -68,11 +71,41 @@ def test_resumed_run_matches_an_uninterrupted_one(data: Path, tmp_path: Path) ->
         main(args(data, tmp_path / "empty", resume=True))
 
 
-def test_find_checkpoint_falls_back_to_the_old_copy(tmp_path: Path) -> None:
+def test_ctrl_c_finishes_the_step_saves_and_resume_matches(data: Path, tmp_path: Path, monkeypatch) -> None:
+    import os
+    import signal
+
+    import integrations.gr1.train as gr1_train
+
+    real_step = gr1_train._train_step
+
+    def step_then_ctrl_c(*a, **kw):
+        step = real_step(*a, **kw)
+        if step == 2:
+            os.kill(os.getpid(), signal.SIGINT)  # noted by the handler; the run stops after this step
+        return step
+
+    monkeypatch.setattr(gr1_train, "_train_step", step_then_ctrl_c)
+    with pytest.raises(KeyboardInterrupt):
+        main(args(data, tmp_path / "b", steps=4))
+    assert load_training_state(tmp_path / "b" / "checkpoint")["step"] == 2  # save_every is 100: the interrupt saved
+    monkeypatch.setattr(gr1_train, "_train_step", real_step)
+    resumed = main(args(data, tmp_path / "b", steps=4, resume=True))
+    straight = main(args(data, tmp_path / "a", steps=4))
+    a, b = GR1Policy.from_pretrained(straight).state_dict(), GR1Policy.from_pretrained(resumed).state_dict()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], atol=1e-6, rtol=1e-5, msg=k)
+
+
+def test_find_checkpoint_recovers_the_copy_moved_aside(tmp_path: Path) -> None:
     assert find_checkpoint(tmp_path) is None
-    (tmp_path / "checkpoint.old").mkdir()
-    (tmp_path / "checkpoint.old" / "training_state.pt").write_bytes(b"x")
-    assert find_checkpoint(tmp_path) == tmp_path / "checkpoint.old"
+    aside = tmp_path / ".checkpoint.old-00000000000000000001-abcd0123"  # a kill between the two renames
+    aside.mkdir()
+    (aside / "training_state.json").write_text("{}")
+    (tmp_path / ".checkpoint.tmp-00000000000000000002-abcd0123").mkdir()  # incomplete: discarded
+    assert find_checkpoint(tmp_path) == tmp_path / "checkpoint"
+    assert (tmp_path / "checkpoint" / "training_state.json").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint"]
 
 
 def test_step_batch_sampler_is_a_function_of_the_step() -> None:
@@ -113,4 +146,29 @@ def test_two_process_accelerate_launch_on_cpu(data: Path, tmp_path: Path) -> Non
            "--data", str(data), "--out", str(tmp_path / "ddp"), "--steps", "2", "--batch-size", "2"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert torch.load(tmp_path / "ddp" / "checkpoint" / "training_state.pt", weights_only=False)["step"] == 2
+    assert load_training_state(tmp_path / "ddp" / "checkpoint")["step"] == 2
+
+
+def test_cached_small_frames_give_the_policy_the_same_inputs(data: Path, tmp_path: Path) -> None:
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(data, copy)
+    full, small = CalvinWindowDataset(copy, max_points=64), CalvinWindowDataset(copy, max_points=64, image_size=32)
+    policy = GR1Policy(TrainArgs(data="x", out="y").model_config()).eval()
+    ids = [0, len(full) // 2, len(full) - 1]
+    a, b = collate_gr1([full[i] for i in ids]), collate_gr1([small[i] for i in ids])
+    assert b["rgb_static"].shape[-2:] == (32, 32) and b["rgb_static"].dtype == torch.float32
+    for key in ("rgb_static", "rgb_gripper", "future_static", "future_gripper"):
+        torch.testing.assert_close(policy.prepare_images(b[key]), policy.prepare_images(a[key]), atol=1e-6, rtol=0)
+    for key in ("actions", "robot_obs", "tracks", "valid", "future_valid"):
+        assert torch.equal(a[key], b[key]), key
+    with torch.no_grad():
+        assert gr1_loss(policy, b)[1]["loss"] == pytest.approx(gr1_loss(policy, a)[1]["loss"], rel=1e-5)
+    # Frames already read come from memory: the files are no longer needed for them.
+    for frame in copy.glob("episode_*.npz"):
+        frame.unlink()
+    again = collate_gr1([small[i] for i in ids])
+    assert torch.equal(again["rgb_static"], b["rgb_static"]) and torch.equal(again["actions"], b["actions"])
+    with pytest.raises(FileNotFoundError, match="episode_"):
+        full[0]

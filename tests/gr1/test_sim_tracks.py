@@ -7,7 +7,8 @@ import pytest
 from integrations.gr1.sim.scene import BLOCK_HALF, sample_scene_obs
 from integrations.gr1.sim.tabletop_env import CalvinTabletopEnv
 from integrations.gr1.sim.tracks import (
-    AttachedPoints, TrackRecorder, decode_segmentation, load_tracks, save_tracks, sidecar_name, visibility,
+    DYNAMIC_FRACTION, ROBOT_MOVING_LINKS, AttachedPoints, TrackRecorder, _split, decode_segmentation, load_tracks,
+    movement_prior, sample_points, sample_scene_points, save_tracks, sidecar_name, visibility,
 )
 
 
@@ -119,3 +120,61 @@ def test_sidecar_round_trip_and_errors(tmp_path):
     (tmp_path / "bad.npz").write_bytes(b"junk")
     with pytest.raises(ValueError, match="bad.npz"):
         load_tracks(tmp_path / "bad.npz")
+
+
+def test_split_is_proportional_with_largest_remainders():
+    assert _split(56, np.array([7.0] + [1.0] * 7)).tolist() == [28, 4, 4, 4, 4, 4, 4, 4]
+    assert _split(10, np.ones(4)).tolist() == [3, 3, 2, 2]  # the earlier even split: extras to the first
+    assert _split(5, np.array([1.0, 3.0])).tolist() == [1, 4]  # 1.25 / 3.75: the larger remainder wins
+    assert _split(0, np.array([2.0, 1.0])).tolist() == [0, 0]
+
+
+def test_movement_prior_puts_half_the_points_on_the_moving_arm(env):
+    _place(env, sample_scene_obs(0))
+    moving, weights = movement_prior(env)
+    assert moving[0] == (env.robot, ROBOT_MOVING_LINKS) and weights[0] == 7.0
+    assert len(moving) == 8 and weights[1:] == [1.0] * 7 and env.robot not in [body for body, _ in moving[1:]]
+    points = sample_scene_points(env, 64, np.random.default_rng(0))
+    on_arm = (points.bodies == env.robot) & np.isin(points.links, ROBOT_MOVING_LINKS)
+    # 64 * 0.875 = 56 weighted points: 7/14 of them (28) on the arm, 4 on each other movable body
+    # (all 8 are in view at this scene), plus 8 uniform ones that may also land on the arm.
+    assert DYNAMIC_FRACTION == 0.875 and 28 <= on_arm.sum() <= 36
+    for body in (env.scene.bodies.blocks["red"], env.scene.bodies.drawer):
+        assert 4 <= (points.bodies == body).sum() <= 12
+    # The earlier sampling (even split over 8 bodies) gives the arm 4 of 32 weighted points.
+    even = sample_points(env.cid, env.static_cam, 64, np.random.default_rng(0), env.moving_objects())
+    assert ((even.bodies == env.robot).sum()) < 12
+
+
+def test_sample_points_weights_unseen_objects_and_errors(env):
+    _place(env, sample_scene_obs(0))
+    rng = np.random.default_rng(0)
+    red, blue = env.scene.bodies.blocks["red"], env.scene.bodies.blocks["blue"]
+    # All points on moving bodies; blue weighs 3x red; a body id no pixel shows gives its share away.
+    points = sample_points(env.cid, env.static_cam, 8, rng, [(red, None), (blue, None), (999, None)], 1.0, [1.0, 3.0, 5.0])
+    assert (points.bodies == red).sum() == 2 and (points.bodies == blue).sum() == 6
+    zero = sample_points(env.cid, env.static_cam, 8, rng, [(red, None), (blue, None)], 1.0, [0.0, 1.0])
+    assert (zero.bodies == blue).all()
+    with pytest.raises(ValueError, match="weights"):
+        sample_points(env.cid, env.static_cam, 8, rng, [(red, None)], 1.0, [1.0, 2.0])
+    with pytest.raises(ValueError, match="weights"):
+        sample_points(env.cid, env.static_cam, 8, rng, [(red, None)], 1.0, [-1.0])
+
+
+def test_movement_weighted_points_move_with_the_arm(env):
+    """Over 12 arm steps most sidecar points move with the prior, few without it (issue 13's 16 %)."""
+    def moved_share(weighted: bool) -> float:
+        _place(env, sample_scene_obs(0))
+        moving, weights = movement_prior(env) if weighted else (env.moving_objects(), None)
+        recorder = TrackRecorder(env.cid, env.static_cam, moving, 64, 0, DYNAMIC_FRACTION if weighted else 0.5, weights=weights)
+        recorder.start()
+        obs = env.get_obs()
+        recorder.record(obs["depth_obs"]["depth_static"])
+        for _ in range(12):  # TCP 2 cm per step towards the table's left, gripper open
+            obs = env.step(np.array([0.0, 1.0, -0.5, 0.0, 0.0, 0.0, 1.0]))[0]
+            recorder.record(obs["depth_obs"]["depth_static"])
+        tracks, _ = recorder.result()
+        return float((np.linalg.norm(tracks[:, -1] - tracks[:, 0], axis=-1) > 5.0).mean())
+
+    weighted, even = moved_share(True), moved_share(False)
+    assert weighted >= 0.4 and even <= 0.25 and weighted > 2 * even

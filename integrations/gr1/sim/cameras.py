@@ -99,11 +99,54 @@ class CameraView:
 
 
 STATIC_EYE, STATIC_TARGET, STATIC_FOV = (0.62, 0.0, 0.95), (-0.17, 0.0, 0.0), 50.0
+"""The default ("near") static camera: fov 50 deg, 1.2 m from the table, looking back at the robot."""
+
+# CALVIN's static camera (calvin_env conf/cameras/cameras/static.yaml: fov 10, near 0.01, far 10,
+# look_from / look_at / up below, in CALVIN's world frame where the robot faces +y and the table
+# top is at z ~ 0.43). It views the table from 4.2 m and 31 deg above it.
+CALVIN_LOOK_FROM = (2.871459009488717, -2.166602199425597, 2.555159848480571)
+CALVIN_LOOK_AT = (-0.026242351159453392, -0.0302329882979393, 0.3920000493526459)
+CALVIN_UP = (0.4041403970338857, 0.22629790978217404, 0.8862616969685161)
+CALVIN_FOV, CALVIN_NEAR, CALVIN_FAR = 10.0, 0.01, 10.0
+CALVIN_LOOK_AT_HERE = (-0.15, 0.0, -0.04)
+"""Where CALVIN's look-at point lands in this scene: the workspace centre, 4 cm below the table top
+(as CALVIN's is below its table top)."""
 
 
-def static_camera(size: int = 200) -> CameraView:
-    """The fixed front camera (CALVIN ``rgb_static`` is 200x200)."""
-    return CameraView.look_at(STATIC_EYE, STATIC_TARGET, (0.0, 0.0, 1.0), STATIC_FOV, size, size, near=0.1, far=3.0)
+def calvin_to_here(vec) -> np.ndarray:
+    """A CALVIN-frame direction in this scene's frame: a +90 deg turn about z, ``(x, y, z) -> (-y, x, z)``.
+
+    It keeps what the task names mean on the image: CALVIN's "right" (``+x``) is this scene's
+    "right" (``+y``), and a positive turn about z ("left") stays positive. CALVIN's robot sits
+    at the near side of its images, ours at the far side, so the camera ends up across the table
+    from the robot. :func:`here_to_calvin` is the inverse (used for CALVIN-layout infos).
+    """
+    x, y, z = vec
+    return np.array([-y, x, z], dtype=np.float64)
+
+
+def here_to_calvin(vec) -> np.ndarray:
+    """Inverse of :func:`calvin_to_here`: ``(x, y, z) -> (y, -x, z)``."""
+    x, y, z = vec
+    return np.array([y, -x, z], dtype=np.float64)
+
+
+def static_camera(size: int = 200, view: str = "near") -> CameraView:
+    """The fixed static camera (CALVIN ``rgb_static`` is 200x200).
+
+    Args:
+        size: image side.
+        view: ``"near"`` (default: fov 50 deg from 1.2 m, looking back at the robot from +x) or
+            ``"calvin"`` (CALVIN's lens, distance and elevation: fov 10 deg from 4.2 m, turned by
+            :func:`calvin_to_here` so that "left"/"right" keep their image sides).
+    """
+    if view == "near":
+        return CameraView.look_at(STATIC_EYE, STATIC_TARGET, (0.0, 0.0, 1.0), STATIC_FOV, size, size, near=0.1, far=3.0)
+    if view == "calvin":
+        target = np.asarray(CALVIN_LOOK_AT_HERE)
+        eye = target + calvin_to_here(np.subtract(CALVIN_LOOK_FROM, CALVIN_LOOK_AT))
+        return CameraView.look_at(eye, target, calvin_to_here(CALVIN_UP), CALVIN_FOV, size, size, near=CALVIN_NEAR, far=CALVIN_FAR)
+    raise ValueError(f"static camera view must be 'near' or 'calvin', got {view!r}")
 
 
 def gripper_camera(cid: int, robot: int, hand_link: int, size: int = 84) -> CameraView:

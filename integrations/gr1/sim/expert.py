@@ -19,8 +19,8 @@ from integrations.gr1.sim.scene import (
     SLIDER_HANDLE_X, SLIDER_RANGE, SWITCH_GRASP_Z, SWITCH_HANDLE_X0, SWITCH_RANGE, SWITCH_Y,
 )
 from integrations.gr1.sim.tabletop_env import CalvinTabletopEnv, to_relative_action, wrap_angle
-from integrations.gr1.sim.tasks import COLORS, PUSH_DISTANCE, TASKS, get_task_info
-from integrations.gr1.sim.tracks import TrackRecorder
+from integrations.gr1.sim.tasks import COLORS, PUSH_DISTANCE, ROTATION, TASKS, get_task_info, unstack_place
+from integrations.gr1.sim.tracks import DYNAMIC_FRACTION, TrackRecorder, movement_prior
 
 SAFE_Z = 0.18
 """TCP height for moves between objects (clears every fixture)."""
@@ -130,6 +130,8 @@ class ScriptedExpert:
                          Waypoint(above, 0.0, -1.0)]
         if task == "stack_block":
             return up + self._plan_stack(scene)
+        if task == "unstack_block":
+            return up + self._plan_unstack(scene)
         color = task.split("_")[1]
         block = scene[6 + 6 * COLORS.index(color): 12 + 6 * COLORS.index(color)]
         if task.startswith("lift"):
@@ -137,7 +139,53 @@ class ScriptedExpert:
             grasp = np.array([block[0], block[1], BLOCK_HALF - 0.0025])
             return up + [Waypoint(np.array([block[0], block[1], SAFE_Z]), yaw, 1.0), Waypoint(grasp, yaw, 1.0, tol=0.004),
                          Waypoint(grasp, yaw, -1.0, settle=10), Waypoint(np.array([block[0], block[1], 0.15]), yaw, -1.0)]
+        if task.startswith("rotate"):
+            return up + self._plan_rotate(block, 1.0 if task.endswith("left") else -1.0)
         return up + self._plan_push(block, -1.0 if task.endswith("left") else 1.0)
+
+    def _plan_rotate(self, block: np.ndarray, direction: float) -> list[Waypoint]:
+        """Grasp, raise 2 cm, turn by ``ROTATION`` (+ = counter-clockwise from above), put down, release."""
+        turn = direction * ROTATION
+        # Of the cube's grasp yaws, the one with the smallest wrist turn that keeps the hand within
+        # [-100, +70] deg all along: measured, beyond that this arm stalls above blocks on the +y side.
+        # The window is 170 deg wide and the grasps are 90 deg apart, so a turn of 75 deg always fits.
+        low, high = np.radians(-100.0), np.radians(70.0)
+        options = [_quarter_wrap(block[5]) + k * np.pi / 2 for k in (-1, 0, 1)]
+        fits = [g for g in options if low <= min(g, g + turn) and max(g, g + turn) <= high]
+        yaw = min(fits or options, key=lambda g: max(abs(g), abs(g + turn)))
+        grasp = np.array([block[0], block[1], BLOCK_HALF - 0.0025])
+        raised = grasp + np.array([0.0, 0.0, 0.02])
+        return [Waypoint(np.array([block[0], block[1], SAFE_Z]), yaw, 1.0), Waypoint(grasp, yaw, 1.0, tol=0.004),
+                Waypoint(grasp, yaw, -1.0, settle=10), Waypoint(raised, yaw, -1.0), Waypoint(raised, yaw + turn, -1.0),
+                # Set down onto the table before opening: released in the air, the spinning fingers turn it back.
+                Waypoint(grasp, yaw + turn, -1.0, tol=0.003, max_steps=40), Waypoint(grasp, yaw + turn, 1.0, settle=8),
+                # Leave slowly (5 mm a step): a fast first move up swings the open fingers into the block.
+                *[Waypoint(grasp + np.array([0.0, 0.0, 0.005 * k]), yaw + turn, 1.0, tol=0.003, max_steps=10) for k in range(1, 13)],
+                Waypoint(np.array([block[0], block[1], SAFE_Z]), yaw + turn, 1.0)]
+
+    def _plan_unstack(self, scene: np.ndarray) -> list[Waypoint]:
+        """Take the top block of a stack to :func:`integrations.gr1.sim.tasks.unstack_place` and set it down."""
+        info = self.env.get_info()
+        pairs = [(top, bottom) for top in COLORS for bottom in COLORS
+                 if bottom in info["block_contacts"][top] and not info["block_contacts"][top] & {"table", "robot"}]
+        if not pairs:
+            raise RuntimeError("unstack_block needs a block resting on another one")
+        top, bottom = pairs[0]
+        pose = lambda c: scene[6 + 6 * COLORS.index(c): 12 + 6 * COLORS.index(c)]  # noqa: E731
+        block, base = pose(top), pose(bottom)
+        others = [tuple(pose(c)[:2]) for c in COLORS if c not in (top, bottom)]
+        place = unstack_place((float(base[0]), float(base[1])), others + [(float(base[0]), float(base[1]))])
+        if place is None:
+            raise RuntimeError("unstack_block: no free place next to the stack")
+        yaw = _quarter_wrap(block[5])
+        grasp = np.array([block[0], block[1], block[2] - 0.0025])
+        down = np.array([place[0], place[1], BLOCK_HALF - 0.0025])
+        return [Waypoint(np.array([block[0], block[1], SAFE_Z]), yaw, 1.0), Waypoint(grasp, yaw, 1.0, tol=0.004),
+                Waypoint(grasp, yaw, -1.0, settle=10), Waypoint(np.array([block[0], block[1], 0.12]), yaw, -1.0),
+                Waypoint(np.array([place[0], place[1], 0.12]), yaw, -1.0), Waypoint(down, yaw, -1.0, tol=0.003, max_steps=40),
+                Waypoint(down, yaw, 1.0, settle=8),
+                *[Waypoint(down + np.array([0.0, 0.0, 0.005 * k]), yaw, 1.0, tol=0.003, max_steps=10) for k in range(1, 13)],
+                Waypoint(np.array([place[0], place[1], SAFE_Z]), yaw, 1.0)]
 
     def _plan_push(self, block: np.ndarray, direction: float) -> list[Waypoint]:
         # Distance from the block centre to its face along y, for its current yaw.
@@ -196,10 +244,13 @@ class ScriptedExpert:
         orn_err = wrap_angle(np.array([np.pi, 0.0, robot[5] + yaw_err]) - robot[3:6])
         euler = wrap_angle(robot[3:6] + np.clip(orn_err, -self.max_rot, self.max_rot))
         action = np.concatenate([robot[:3] + move, euler, [gripper]])
-        rel = to_relative_action(action, robot)
+        rel = to_relative_action(action, robot)  # recorded as CALVIN's datasets do: from the measured pose
         if record is not None:
             record(obs, action, rel)
-        obs, _, _, _ = self.env.step(rel if self.env.use_relative_actions else action)
+        sent = rel
+        if self.env.action_integration == "target":  # the env adds it to the commanded pose, as CALVIN's robot
+            sent = to_relative_action(action, np.concatenate([self.env.target_pose, robot[6:]]))
+        obs, _, _, _ = self.env.step(sent if self.env.use_relative_actions else action)
         return obs
 
 
@@ -234,7 +285,7 @@ def frame_from_obs(obs: dict[str, Any], action: np.ndarray, rel_action: np.ndarr
 
 
 def collect_demos(env: CalvinTabletopEnv, tasks: Sequence[str], num_points: int = 256, seed: int = 0,
-                  record_tracks: bool = True) -> Iterator[TaskDemo]:
+                  record_tracks: bool = True, movement_weighted: bool = True) -> Iterator[TaskDemo]:
     """Run the expert through ``tasks`` in sequence from the env's current state, yielding demos.
 
     Each task is one continuous segment; its tracks start from points sampled at its first
@@ -246,10 +297,17 @@ def collect_demos(env: CalvinTabletopEnv, tasks: Sequence[str], num_points: int 
         num_points: tracks per task segment.
         seed: seed of the track point sampling.
         record_tracks: compute ground-truth tracks.
+        movement_weighted: sample the track points with
+            :func:`integrations.gr1.sim.tracks.movement_prior` (as the evaluation's query points);
+            ``False``: half of them split evenly over the movable bodies, half uniform.
     """
     expert = ScriptedExpert(env)
-    recorder = TrackRecorder(env.cid, env.static_cam, env.moving_objects(), num_points=num_points, seed=seed) \
-        if record_tracks else None
+    recorder = None
+    if record_tracks and movement_weighted:
+        moving, weights = movement_prior(env)
+        recorder = TrackRecorder(env.cid, env.static_cam, moving, num_points, seed, DYNAMIC_FRACTION, weights=weights)
+    elif record_tracks:
+        recorder = TrackRecorder(env.cid, env.static_cam, env.moving_objects(), num_points=num_points, seed=seed)
     obs = env.get_obs()
     for task in tasks:
         frames: list[dict[str, np.ndarray]] = []

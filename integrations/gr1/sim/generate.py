@@ -35,6 +35,9 @@ class GenerateConfig:
         tasks_per_episode: tasks chained in each episode (CALVIN's protocol chains 5).
         num_points: ground-truth tracks per task segment (0 disables tracks).
         compress: compress the frame files.
+        movement_weighted: sample track points favouring the bodies expected to move
+            (:func:`integrations.gr1.sim.tracks.movement_prior`, as the evaluation does);
+            ``False``: the earlier sampling (half over all movable bodies evenly, half uniform).
     """
 
     out: Path
@@ -43,6 +46,7 @@ class GenerateConfig:
     tasks_per_episode: int = 5
     num_points: int = 256
     compress: bool = True
+    movement_weighted: bool = True
 
     @classmethod
     def tiny(cls, out: str | Path, seed: int = 0) -> "GenerateConfig":
@@ -72,7 +76,7 @@ def generate(cfg: GenerateConfig) -> dict[str, float]:
             env.reset(scene_obs=chain.scene_obs)
             attempted += len(chain.tasks)
             demos = collect_demos(env, chain.tasks, num_points=max(cfg.num_points, 1), seed=cfg.seed * 100003 + i,
-                                  record_tracks=cfg.num_points > 0)
+                                  record_tracks=cfg.num_points > 0, movement_weighted=cfg.movement_weighted)
             for demo in demos:
                 ids = [writer.write_frame(frame) for frame in demo.frames]
                 size = (demo.frames[0]["rgb_static"].shape[1], demo.frames[0]["rgb_static"].shape[0])
@@ -99,9 +103,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--tasks-per-episode", type=int, default=5)
     parser.add_argument("--num-points", type=int, default=256, help="tracks per task segment (0: no tracks)")
     parser.add_argument("--no-compress", action="store_true", help="write uncompressed frame files")
+    parser.add_argument("--even-points", action="store_true",
+                        help="earlier track points: half split evenly over the movable bodies, half uniform "
+                             "(default: favour the bodies expected to move, as the evaluation does)")
     args = parser.parse_args(argv)
     stats = generate(GenerateConfig(args.out, args.episodes, args.seed, args.tasks_per_episode, args.num_points,
-                                    not args.no_compress))
+                                    not args.no_compress, not args.even_points))
     print(json.dumps(stats))
 
 

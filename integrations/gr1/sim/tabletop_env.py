@@ -14,6 +14,8 @@ loop run unchanged against either:
 - Actions (7): absolute ``(tcp pos 3, tcp euler 3, gripper ±1)`` or relative, CALVIN's
   ``rel_actions``: deltas scaled by 1/0.02 m and 1/0.05 rad and clipped to [-1, 1]
   (:func:`to_relative_action` / :func:`relative_to_absolute`). Pick with ``use_relative_actions``.
+  Relative actions are added to the last commanded pose (CALVIN's ``use_target_pose``;
+  ``action_integration="measured"`` adds them to the measured pose instead).
 
 Control runs at 30 Hz with 8 physics sub-steps at 240 Hz (CALVIN's rates); the arm follows
 the action's TCP target through ``pybullet.calculateInverseKinematics`` and joint position
@@ -33,6 +35,7 @@ import numpy as np
 import pybullet as pb
 import pybullet_data
 
+from integrations.gr1.sim.calvin_info import calvin_info
 from integrations.gr1.sim.cameras import CameraView, gripper_camera, static_camera
 from integrations.gr1.sim.scene import TabletopScene, sample_scene_obs
 
@@ -104,12 +107,23 @@ class CalvinTabletopEnv:
         seed: default seed for ``reset()`` without a ``scene_obs``.
         render_gripper: render the gripper camera (turn off to save time when unused).
         low_poly_robot: draw the arm with its collision meshes (see :func:`panda_urdf`).
+        action_integration: what a relative action is added to: ``"target"`` (default: the pose
+            commanded last, as CALVIN's robot with ``use_target_pose: true``, so a lagging arm does
+            not shorten the path) or ``"measured"`` (the TCP pose read now; this env's behaviour
+            before issue 15).
+        static_view: ``"near"`` (default) or ``"calvin"`` (CALVIN's fov-10 camera from afar;
+            :func:`integrations.gr1.sim.cameras.static_camera`).
     """
 
     def __init__(self, use_relative_actions: bool = True, static_size: int = 200, gripper_size: int = 84,
-                 seed: int = 0, render_gripper: bool = True, low_poly_robot: bool = True) -> None:
+                 seed: int = 0, render_gripper: bool = True, low_poly_robot: bool = True,
+                 action_integration: str = "target", static_view: str = "near") -> None:
         if static_size < 8 or gripper_size < 8:
             raise ValueError(f"static_size/gripper_size must be >= 8, got {static_size}/{gripper_size}")
+        if action_integration not in ("measured", "target"):
+            raise ValueError(f"action_integration must be 'measured' or 'target', got {action_integration!r}")
+        self.action_integration = action_integration
+        self._target_pose = np.zeros(6)
         self.use_relative_actions = bool(use_relative_actions)
         self.gripper_size = int(gripper_size)
         self.render_gripper = bool(render_gripper)
@@ -133,7 +147,7 @@ class CalvinTabletopEnv:
         self._ik_range = [u - lo for lo, u in zip(self._ik_lower, self._ik_upper)]
         self._ik_rest = list(HOME_JOINTS) + [0.04, 0.04]
         self.scene = TabletopScene(self.cid)
-        self.static_cam: CameraView = static_camera(static_size)
+        self.static_cam: CameraView = static_camera(static_size, static_view)
         self._gripper_action = 1.0
         self._last_depth_static: np.ndarray | None = None
         self._headless = False
@@ -182,7 +196,12 @@ class CalvinTabletopEnv:
         action = np.asarray(action, dtype=np.float64).reshape(-1)
         if action.shape != (7,) or not np.all(np.isfinite(action)):
             raise ValueError(f"action must be 7 finite floats, got shape {action.shape}")
-        target = relative_to_absolute(action, self.get_robot_obs()) if self.use_relative_actions else action
+        if not self.use_relative_actions:
+            target = action
+        elif self.action_integration == "target":
+            target = relative_to_absolute(action, np.concatenate([self._target_pose, np.zeros(9)]))
+        else:
+            target = relative_to_absolute(action, self.get_robot_obs())
         self._command(target[:3], target[3:6], 1.0 if target[6] >= 0 else -1.0)
         for _ in range(8):
             pb.stepSimulation(physicsClientId=self.cid)
@@ -220,9 +239,12 @@ class CalvinTabletopEnv:
         }
 
     def get_info(self) -> dict[str, Any]:
-        """Scene state for the task oracle (:func:`integrations.gr1.sim.tasks.get_task_info`)."""
+        """Scene state for the task oracles: ``scene_obs``, ``robot_obs`` and ``block_contacts`` for
+        :func:`integrations.gr1.sim.tasks.get_task_info`, plus ``robot_info`` / ``scene_info`` in
+        ``calvin_env``'s layout for CALVIN's own oracle (:mod:`integrations.gr1.sim.calvin_info`)."""
         contacts = {name: self.block_contacts(name) for name in self.scene.bodies.blocks}
-        return {"scene_obs": self.scene.get_scene_obs(), "robot_obs": self.get_robot_obs(), "block_contacts": contacts}
+        return {"scene_obs": self.scene.get_scene_obs(), "robot_obs": self.get_robot_obs(), "block_contacts": contacts,
+                **calvin_info(self)}
 
     def close(self) -> None:
         """Disconnect the physics client (idempotent)."""
@@ -273,6 +295,16 @@ class CalvinTabletopEnv:
                 *[(body, (0,)) for body in (b.slider, b.drawer, b.button, b.switch)]]
 
     @property
+    def target_pose(self) -> np.ndarray:
+        """The TCP pose (position 3, euler 3) commanded last; ``action_integration="target"`` adds
+        relative actions to it."""
+        return self._target_pose.copy()
+
+    @target_pose.setter
+    def target_pose(self, pose: np.ndarray) -> None:
+        self._target_pose = np.asarray(pose, dtype=np.float64).reshape(6).copy()
+
+    @property
     def last_depth_static(self) -> np.ndarray:
         """Static-camera depth of the last observation (used by the ground-truth tracks)."""
         if self._last_depth_static is None:
@@ -295,6 +327,7 @@ class CalvinTabletopEnv:
         # 30 Hz control period, so relative actions move the TCP by about what they say.
         pb.setJointMotorControlArray(self.robot, ARM_JOINTS, pb.POSITION_CONTROL, targetPositions=joints[:7],
                                      forces=_ARM_FORCES, positionGains=[0.3] * 7, physicsClientId=self.cid)
+        self._target_pose = np.concatenate([np.asarray(pos, dtype=np.float64), wrap_angle(np.asarray(euler, dtype=np.float64))])
         self._gripper_action = 1.0 if gripper >= 0 else -1.0
         finger = 0.04 if self._gripper_action > 0 else 0.0
         pb.setJointMotorControlArray(self.robot, FINGER_JOINTS, pb.POSITION_CONTROL, targetPositions=[finger, finger],

@@ -13,14 +13,19 @@ states, which block is held, where the blocks are and which ones are stacked).
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable
+from pathlib import Path
+from typing import Any, Callable, Collection
 
 import numpy as np
+import yaml
 
 from integrations.gr1.sim.scene import BLOCK_COLORS, BLOCK_HALF, BLOCK_Y_LIMIT, SWITCH_ON_ABOVE, sample_scene_obs
 
 PUSH_DISTANCE = 0.10
 """How far the expert pushes a block (m); success needs at least half of it."""
+ROTATION = np.radians(75.0)
+"""How far the expert turns a block (rad); success needs more than 60 deg, as CALVIN's oracle."""
+_CALVIN_VALIDATION = Path(__file__).resolve().parents[1] / "calvin_data" / "new_playtable_validation.yaml"
 COLORS = tuple(BLOCK_COLORS)
 
 Info = dict[str, Any]
@@ -60,6 +65,19 @@ def _lifted(color: str) -> Callable[[Info, Info], bool]:
     return check
 
 
+def _rotated(color: str, direction: float) -> Callable[[Info, Info], bool]:
+    """Turned by more than 60 deg about z (``direction`` +1: left / counter-clockwise from above),
+    back on the table, released, and moved less than 10 cm (CALVIN's ``rotate_object`` limits)."""
+    def check(s: Info, e: Info) -> bool:
+        start, end = _block(s, color), _block(e, color)
+        turn = float((end[5] - start[5] + np.pi) % (2 * np.pi) - np.pi) * direction
+        flat = abs(end[3]) < np.radians(30) and abs(end[4]) < np.radians(30)
+        released = "robot" not in e.get("block_contacts", {}).get(color, set())
+        return bool(turn > np.radians(60) and flat and released and end[2] < BLOCK_HALF + 0.01
+                    and np.linalg.norm(end[:3] - start[:3]) < 0.10)
+    return check
+
+
 def _stacked_pairs(info: Info) -> set[tuple[str, str]]:
     """(top, bottom) pairs of blocks resting on each other and not held by the robot."""
     pairs = set()
@@ -76,6 +94,27 @@ def _stacked_pairs(info: Info) -> set[tuple[str, str]]:
 
 def _stacked(s: Info, e: Info) -> bool:
     return bool(_stacked_pairs(e) - _stacked_pairs(s))
+
+
+def _unstacked(s: Info, e: Info) -> bool:
+    """A block that rested on another at the start is back on the table, released, at the end."""
+    for top, _ in _stacked_pairs(s):
+        contacts = e.get("block_contacts", {}).get(top, set())
+        if _block(e, top)[2] < BLOCK_HALF + 0.01 and "robot" not in contacts and not contacts & set(COLORS):
+            return True
+    return False
+
+
+def unstack_place(xy: tuple[float, float], others: list[tuple[float, float]]) -> tuple[float, float] | None:
+    """Where a block taken off a stack at ``xy`` is put down: 10 cm along y towards the middle of the
+    table, else away from it, clear (9 cm) of ``others`` and within the block area; ``None`` if
+    neither is free. The chain sampler and the expert share this rule."""
+    toward = -1.0 if xy[1] > 0 else 1.0
+    for dy in (toward * 0.10, -toward * 0.10):
+        place = (xy[0], xy[1] + dy)
+        if abs(place[1]) <= BLOCK_Y_LIMIT and _clear(place, others, 0.09):
+            return place
+    return None
 
 
 @dataclass(frozen=True)
@@ -105,11 +144,19 @@ def _make_tasks() -> dict[str, Task]:
             Task(f"push_{color}_block_right", f"push the {color} block to the right", _pushed(color, 1.0)),
             Task(f"lift_{color}_block_table", f"lift the {color} block from the table", _lifted(color)),
         ]
+    calvin_text = {k: v[0] for k, v in yaml.safe_load(_CALVIN_VALIDATION.read_text()).items()}
+    tasks.append(Task("unstack_block", calvin_text["unstack_block"], _unstacked))
+    for color in COLORS:  # added for CALVIN's task set: CALVIN's own instructions
+        tasks += [Task(f"rotate_{color}_block_{side}", calvin_text[f"rotate_{color}_block_{side}"], _rotated(color, sign))
+                  for side, sign in (("left", 1.0), ("right", -1.0))]
     return {t.name: t for t in tasks}
 
 
 TASKS: dict[str, Task] = _make_tasks()
 """All tasks by name."""
+CLASSIC_TASKS: frozenset[str] = frozenset(t for t in TASKS if not t.startswith("rotate_") and t != "unstack_block")
+"""The first 18 tasks: what :func:`sample_task_chains` draws by default (the rotations and
+``unstack_block`` are opt-in, so chains and demonstrations of a given seed stay as they were)."""
 
 
 def get_task_info(start_info: Info, end_info: Info) -> set[str]:
@@ -130,6 +177,7 @@ class SymbolicState:
         grasped: colour of the held block or ``None``.
         blocks: colour -> (x, y) of blocks free on the table (stacked or held blocks are absent).
         obstacles: (x, y) of stacks, which blocks must keep clear of.
+        stacks: ``(top, bottom, (x, y))`` of each stack, oldest first.
     """
 
     slider_left: bool
@@ -139,6 +187,7 @@ class SymbolicState:
     grasped: str | None = None
     blocks: dict[str, tuple[float, float]] = field(default_factory=dict)
     obstacles: tuple[tuple[float, float], ...] = ()
+    stacks: tuple[tuple[str, str, tuple[float, float]], ...] = ()
 
     @staticmethod
     def from_scene_obs(scene_obs: np.ndarray) -> "SymbolicState":
@@ -170,6 +219,12 @@ def feasible_tasks(state: SymbolicState) -> list[str]:
     """Tasks that can be done from ``state`` (sorted, so sampling is reproducible)."""
     if state.grasped is not None:
         return ["stack_block"] if state.blocks else []
+    extra = []
+    if state.stacks:
+        top, bottom, xy = state.stacks[0]
+        others = [o for c, o in state.blocks.items()] + [o for o in state.obstacles if o != xy]
+        if unstack_place(xy, others + [xy]) is not None:
+            extra.append("unstack_block")
     names = ["close_drawer" if state.drawer_open else "open_drawer",
              "move_slider_right" if state.slider_left else "move_slider_left",
              "turn_off_lightbulb" if state.bulb_on else "turn_on_lightbulb",
@@ -177,9 +232,9 @@ def feasible_tasks(state: SymbolicState) -> list[str]:
     for color, xy in state.blocks.items():
         others = [o for c, o in state.blocks.items() if c != color] + list(state.obstacles)
         if _clear(xy, others, 0.09):
-            names.append(f"lift_{color}_block_table")
+            names += [f"lift_{color}_block_table", f"rotate_{color}_block_left", f"rotate_{color}_block_right"]
         names += [f"push_{color}_block_{side}" for side, d in (("left", -1.0), ("right", 1.0)) if _push_feasible(state, color, d)]
-    return sorted(names)
+    return sorted(names + extra)
 
 
 def stack_target(state: SymbolicState) -> str:
@@ -205,8 +260,18 @@ def apply_task(state: SymbolicState, name: str) -> SymbolicState:
     if name == "stack_block":
         below = stack_target(state)
         xy = blocks.pop(below)
-        return replace(state, grasped=None, blocks=blocks, obstacles=state.obstacles + (xy,))
+        return replace(state, grasped=None, blocks=blocks, obstacles=state.obstacles + (xy,),
+                       stacks=state.stacks + ((state.grasped, below, xy),))
+    if name == "unstack_block":
+        top, bottom, xy = state.stacks[0]
+        others = [o for o in blocks.values()] + [o for o in state.obstacles if o != xy]
+        blocks[bottom], blocks[top] = xy, unstack_place(xy, others + [xy])
+        obstacles = list(state.obstacles)
+        obstacles.remove(xy)
+        return replace(state, blocks=blocks, obstacles=tuple(obstacles), stacks=state.stacks[1:])
     color = name.split("_")[1]
+    if name.startswith("rotate"):
+        return state  # turned in place
     if name.startswith("lift"):
         blocks.pop(color)
         return replace(state, grasped=color, blocks=blocks)
@@ -229,12 +294,13 @@ class TaskChain:
         return tuple(TASKS[t].instruction for t in self.tasks)
 
 
-def sample_chain(rng: np.random.Generator, scene_obs: np.ndarray, length: int) -> tuple[str, ...]:
-    """One chain of ``length`` tasks feasible in sequence from ``scene_obs`` (may be shorter if stuck)."""
+def sample_chain(rng: np.random.Generator, scene_obs: np.ndarray, length: int,
+                 allowed: Collection[str] = CLASSIC_TASKS) -> tuple[str, ...]:
+    """One chain of ``length`` tasks of ``allowed``, feasible in sequence from ``scene_obs`` (may be shorter if stuck)."""
     state = SymbolicState.from_scene_obs(scene_obs)
     chain: list[str] = []
     while len(chain) < length:
-        options = feasible_tasks(state)
+        options = [o for o in feasible_tasks(state) if o in allowed]
         if not chain:
             options = [o for o in options if o != "stack_block"]
         # A lift must be followed by a stack, so only lift when a stack target will remain
@@ -249,7 +315,8 @@ def sample_chain(rng: np.random.Generator, scene_obs: np.ndarray, length: int) -
     return tuple(chain)
 
 
-def sample_task_chains(num_chains: int, seed: int, chain_length: int = 5) -> list[TaskChain]:
+def sample_task_chains(num_chains: int, seed: int, chain_length: int = 5,
+                       tasks: Collection[str] = CLASSIC_TASKS) -> list[TaskChain]:
     """Chains of ``chain_length`` tasks for the long-horizon protocol (CALVIN uses 1000 x 5).
 
     Chain ``i`` starts from ``sample_scene_obs(scene_seed)`` with a scene seed drawn from
@@ -259,15 +326,20 @@ def sample_task_chains(num_chains: int, seed: int, chain_length: int = 5) -> lis
         num_chains: how many chains (>= 1).
         seed: sampling seed.
         chain_length: tasks per chain (>= 1).
+        tasks: the task names chains are drawn from (default: :data:`CLASSIC_TASKS`; ``TASKS`` adds
+            the rotations).
     """
     if num_chains < 1 or chain_length < 1:
         raise ValueError(f"num_chains and chain_length must be >= 1, got {num_chains}, {chain_length}")
+    unknown = set(tasks) - set(TASKS)
+    if unknown:
+        raise ValueError(f"sample_task_chains: unknown task names {sorted(unknown)}")
     rng = np.random.default_rng(seed)
     chains: list[TaskChain] = []
     while len(chains) < num_chains:
         scene_seed = int(rng.integers(2**31))
         scene_obs = sample_scene_obs(scene_seed)
-        tasks = sample_chain(rng, scene_obs, chain_length)
-        if len(tasks) == chain_length:
-            chains.append(TaskChain(scene_seed, scene_obs, tasks))
+        chain_tasks = sample_chain(rng, scene_obs, chain_length, tasks)
+        if len(chain_tasks) == chain_length:
+            chains.append(TaskChain(scene_seed, scene_obs, chain_tasks))
     return chains

@@ -18,12 +18,16 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pybullet as pb
 from arfm.coords import inside_frame
 
 from integrations.gr1.sim.cameras import CameraView
+
+if TYPE_CHECKING:  # the env imports nothing from here, but keep the import one way
+    from integrations.gr1.sim.tabletop_env import CalvinTabletopEnv
 
 
 @dataclass
@@ -92,14 +96,56 @@ def visibility(pixels: np.ndarray, point_depth: np.ndarray, depth_image: np.ndar
 MovingObject = tuple[int, tuple[int, ...] | None]
 """A moving object for point sampling: ``(body, links)``, ``links=None`` meaning every link."""
 
+ROBOT_MOVING_LINKS = (4, 5, 6, 7, 8, 9, 10)
+"""Panda links from ``panda_link5`` to the fingers: the part of the arm that moves in every task
+(``panda_link1``/``link2`` and the base barely move; links 3, 4, 8 and the grasp target have no
+visible geometry)."""
+
+DYNAMIC_FRACTION = 0.875
+"""Share of the points drawn from the moving bodies by :func:`movement_prior` sampling."""
+
+ROBOT_WEIGHT = 7.0
+"""Weight of the arm among the moving bodies (each other movable body weighs 1): with the
+tabletop's 7 movable fixtures and blocks, half of all points land on the arm."""
+
+
+def movement_prior(env: "CalvinTabletopEnv") -> tuple[list[MovingObject], list[float]]:
+    """Which bodies the points should favour, by how much they are expected to move (§3.1, §3.3).
+
+    The paper sub-samples tracks in proportion to their movement and, at inference, replaces the
+    unknown future movement with a predicted one (the query-information predictor). Here the
+    expectation is known per body without looking ahead: the arm's forearm, hand and fingers
+    move in every task; a block or an articulated part moves only when it is the task's
+    object; the table never moves. Training sidecars and evaluation query points both use this
+    prior, so the policy sees the same point distribution in both.
+
+    Returns:
+        ``(moving, weights)`` for :func:`sample_points`: the arm's moving links first
+        (weight :data:`ROBOT_WEIGHT`), then every other movable body (weight 1).
+    """
+    others = [obj for obj in env.moving_objects() if obj[0] != env.robot]
+    return [(env.robot, ROBOT_MOVING_LINKS), *others], [ROBOT_WEIGHT] + [1.0] * len(others)
+
+
+def _split(total: int, weights: np.ndarray) -> np.ndarray:
+    """``total`` split in proportion to ``weights`` (largest remainders, ties to the first)."""
+    exact = total * weights / weights.sum()
+    counts = np.floor(exact).astype(int)
+    order = np.argsort(-(exact - counts), kind="stable")
+    counts[order[: total - counts.sum()]] += 1
+    return counts
+
 
 def sample_points(cid: int, camera: CameraView, num_points: int, rng: np.random.Generator,
-                  moving: list[MovingObject], dynamic_fraction: float = 0.5) -> AttachedPoints:
+                  moving: list[MovingObject], dynamic_fraction: float = 0.5,
+                  weights: list[float] | None = None) -> AttachedPoints:
     """Sample surface points seen by ``camera`` now and attach them to their links.
 
-    ``dynamic_fraction`` of the points are split evenly over the visible ``moving`` objects
-    (so a small block gets as many points as the arm), uniformly over each object's pixels;
-    the rest are uniform over the whole image, so the static background is tracked too.
+    ``dynamic_fraction`` of the points are split over the visible ``moving`` objects in
+    proportion to ``weights`` (even split when ``None``, so a small block gets as many points as
+    the arm), uniformly over each object's pixels; the rest are uniform over the whole image, so
+    the static background is tracked too. Objects the camera does not see give their share to
+    the visible ones.
 
     Args:
         cid: pybullet client.
@@ -108,24 +154,28 @@ def sample_points(cid: int, camera: CameraView, num_points: int, rng: np.random.
         rng: random generator.
         moving: the objects that can move.
         dynamic_fraction: share of points drawn from the moving objects.
+        weights: relative share of each entry of ``moving`` (>= 0), e.g. from :func:`movement_prior`.
     """
     if num_points < 1 or not 0.0 <= dynamic_fraction <= 1.0:
         raise ValueError(f"num_points must be >= 1 and dynamic_fraction in [0, 1], got {num_points}, {dynamic_fraction}")
+    weights_arr = np.ones(len(moving)) if weights is None else np.asarray(weights, dtype=np.float64)
+    if weights_arr.shape != (len(moving),) or not np.all(np.isfinite(weights_arr)) or np.any(weights_arr < 0):
+        raise ValueError(f"weights must be {len(moving)} finite values >= 0 (one per moving object), got {weights}")
     _, depth, seg = camera.render(cid, segmentation=True)
     body, link = decode_segmentation(seg)
     body, link = body.reshape(-1), link.reshape(-1)
     valid = np.flatnonzero(body >= 0)
     if valid.size == 0:
         raise RuntimeError("sample_points: the camera sees no body")
-    groups = []
-    for obj_body, obj_links in moving:
+    groups, group_weights = [], []
+    for (obj_body, obj_links), w in zip(moving, weights_arr):
         mask = (body == obj_body) if obj_links is None else (body == obj_body) & np.isin(link, obj_links)
-        if mask.any():
+        if mask.any() and w > 0:
             groups.append(np.flatnonzero(mask))
+            group_weights.append(w)
     n_dyn = int(round(num_points * dynamic_fraction)) if groups else 0
     parts = []
-    for i, pixels_of in enumerate(groups):
-        n = n_dyn // len(groups) + (1 if i < n_dyn % len(groups) else 0)
+    for pixels_of, n in zip(groups, _split(n_dyn, np.asarray(group_weights)) if groups else []):
         parts.append(rng.choice(pixels_of, n, replace=n > pixels_of.size))
     parts.append(rng.choice(valid, num_points - n_dyn, replace=num_points - n_dyn > valid.size))
     chosen = np.concatenate(parts).astype(np.int64)
@@ -141,6 +191,12 @@ def sample_points(cid: int, camera: CameraView, num_points: int, rng: np.random.
     return AttachedPoints(bodies.astype(np.int64), links.astype(np.int64), local)
 
 
+def sample_scene_points(env: "CalvinTabletopEnv", num_points: int, rng: np.random.Generator) -> AttachedPoints:
+    """Points of the static camera sampled with :func:`movement_prior` (training and evaluation)."""
+    moving, weights = movement_prior(env)
+    return sample_points(env.cid, env.static_cam, num_points, rng, moving, DYNAMIC_FRACTION, weights)
+
+
 class TrackRecorder:
     """Records exact tracks of points attached to the scene, frame by frame.
 
@@ -152,11 +208,14 @@ class TrackRecorder:
         seed: seed of the point sampling.
         dynamic_fraction: share of points on moving bodies.
         depth_tol: occlusion tolerance (m).
+        weights: share of each moving object (``None``: even split; :func:`movement_prior`
+            gives the tabletop's).
     """
 
     def __init__(self, cid: int, camera: CameraView, moving: list[MovingObject], num_points: int = 256, seed: int = 0,
-                 dynamic_fraction: float = 0.5, depth_tol: float = 0.015) -> None:
+                 dynamic_fraction: float = 0.5, depth_tol: float = 0.015, weights: list[float] | None = None) -> None:
         self.cid, self.camera, self.moving = cid, camera, list(moving)
+        self.weights = None if weights is None else list(weights)
         self.num_points, self.dynamic_fraction, self.depth_tol = int(num_points), float(dynamic_fraction), float(depth_tol)
         self.rng = np.random.default_rng(seed)
         self.points: AttachedPoints | None = None
@@ -165,7 +224,8 @@ class TrackRecorder:
 
     def start(self) -> None:
         """Sample new points at the current state and clear the record."""
-        self.points = sample_points(self.cid, self.camera, self.num_points, self.rng, self.moving, self.dynamic_fraction)
+        self.points = sample_points(self.cid, self.camera, self.num_points, self.rng, self.moving, self.dynamic_fraction,
+                                    self.weights)
         self._tracks, self._visible = [], []
 
     def record(self, depth_static: np.ndarray) -> None:

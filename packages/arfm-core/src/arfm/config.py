@@ -1,9 +1,17 @@
 """Configs for the ARFM model and its training (paper App. B), with a ``tiny`` preset.
 
-Defaults reproduce the paper: SAM 2.1 hiera-tiny local features, CLIP ViT-B/32 image and
-text features, a ViT-Base sized fusion transformer (12 layers, 768 wide, 12 heads), a flow
-head of half the depth, 16 Euler steps, horizon updates of 4 steps from t = 0.8, 100 points
-x 50 future steps, AdamW 5e-5, batch 16, EMA 0.9999 updated every 100 steps.
+Defaults reproduce the paper and the published model's layout: SAM 2.1 hiera-tiny local
+features, CLIP ViT-B/32 image and text features, a ViT-Base sized fusion transformer (12
+layers alternating causal-temporal / spatial, i.e. 6 + 6, 768 wide, 12 heads), a flow head of
+4 layers, 16 Euler steps, horizon updates of 4 steps from t = 0.8, 100 points x 50 future
+steps, AdamW 5e-5, batch 16, EMA 0.9999 updated every 100 steps.
+
+``ModelConfig.variant`` picks the architecture flavour: ``"arfm"`` (ours: LayerNorm, GELU
+MLPs, previous-shift input, scaled flow time) or ``"official"`` (exactly the published
+release, so its converted weights reproduce its outputs: RMSNorm, SwiGLU of explicit width,
+unscaled flow time, SAM 2 ``conv_s0``/``conv_s1`` reductions, text mask tokens, camera-motion
+embedding, and the release's quirks as the named switches of :class:`OfficialQuirks`);
+:func:`official_model_config` is the published configuration.
 
 The ``tiny`` preset swaps the backbones for a small trainable conv net and a hashed-word
 text embedding so that training and sampling run in seconds on a CPU.
@@ -19,6 +27,8 @@ from typing import Any, Literal
 
 BackboneKind = Literal["sam2-clip", "tiny"]
 Objective = Literal["flow", "regression"]
+Variant = Literal["arfm", "official"]
+TimeGrid = Literal["exact", "official"]
 
 
 def _require(condition: bool, field_name: str, message: str) -> None:
@@ -41,6 +51,15 @@ class BackboneConfig:
         tiny_channels: conv widths of the three local levels (strides 4, 8, 16) of the tiny backbone.
         tiny_global_dim: width of the tiny backbone's global tokens (stride 32) and text embedding.
         tiny_vocab_size: hash buckets of the tiny text embedding.
+        tiny_text_dim: width of the tiny text embedding (0 = ``tiny_global_dim``).
+        sam2_image_size: side SAM 2 sees (frames are resized to it); ``None`` = the frame size.
+            The published model runs SAM 2 at 512.
+        clip_tokens: ``"projected"`` (ours: open_clip's patch tokens after ``ln_post``,
+            projected EOT text vector) or ``"hidden"`` (published: the vision transformer's
+            patch tokens before the post-layernorm, and the text EOT state after ``ln_final``,
+            both unprojected, as HF ``last_hidden_state`` / ``pooler_output``).
+        clip_arch: optional open_clip architecture dict ``{"embed_dim", "vision_cfg",
+            "text_cfg"}`` used instead of ``clip_model`` (reduced CLIPs of converted fixtures).
     """
 
     kind: BackboneKind = "sam2-clip"
@@ -53,12 +72,56 @@ class BackboneConfig:
     tiny_channels: tuple[int, int, int] = (16, 32, 64)
     tiny_global_dim: int = 64
     tiny_vocab_size: int = 4096
+    tiny_text_dim: int = 0
+    sam2_image_size: int | None = None
+    clip_tokens: Literal["projected", "hidden"] = "projected"
+    clip_arch: dict | None = None
 
     def __post_init__(self) -> None:
         self.tiny_channels = tuple(self.tiny_channels)  # JSON gives lists back
         _require(self.kind in ("sam2-clip", "tiny"), "kind", f"must be 'sam2-clip' or 'tiny', got {self.kind!r}")
         _require(self.text_len >= 1, "text_len", "must be >= 1")
         _require(len(self.tiny_channels) == 3, "tiny_channels", "needs three levels")
+        _require(self.tiny_text_dim >= 0, "tiny_text_dim", "must be >= 0")
+        _require(self.sam2_image_size is None or self.sam2_image_size >= 32, "sam2_image_size", "must be None or >= 32")
+        _require(self.clip_tokens in ("projected", "hidden"), "clip_tokens", f"must be 'projected' or 'hidden', got {self.clip_tokens!r}")
+
+
+@dataclass
+class OfficialQuirks:
+    """Behaviours of the published release that change its outputs (``variant="official"`` only).
+
+    Defaults reproduce the release; set a switch to False for the behaviour its code intended.
+    File references are to Johnathan-Xie/arfm-motion-prediction @ d5dd410 (see
+    ``../shared/fixtures/official/README.md``).
+
+    Attributes:
+        visibility_by_point: the visibility embedding is indexed by the POINT index
+            (``n < F``) instead of the step (``s < F``).
+        frame_by_point: point ``n`` reads local features of frame ``min(n, F - 1)`` at every
+            step instead of the step's own frame (no effect with one conditioning frame, as in
+            the release's evaluation). Our KV-cached rollout keeps only the last frame for
+            future steps, so with ``F > 1`` it follows the release on observed steps only;
+            :mod:`arfm.official_reference` follows it everywhere.
+        global_embed_both: unobserved steps repeat the last frame's global tokens with BOTH
+            the "visible" and the "not visible" embedding added (instead of only the latter).
+        mask_spatial_attention: False = the release's spatial masks are no-ops, so padded
+            points are attended by every point in the fusion and head spatial layers.
+        camera_drop_prob: the camera-motion class is replaced by the null class with this
+            probability at every evaluation, also at inference (release: 0.1).
+        num_camera_classes: static, moving, unknown (the null class is the last).
+    """
+
+    visibility_by_point: bool = True
+    frame_by_point: bool = True
+    global_embed_both: bool = True
+    mask_spatial_attention: bool = False
+    camera_drop_prob: float = 0.1
+    num_camera_classes: int = 3
+
+    def __post_init__(self) -> None:
+        _require(0.0 <= self.camera_drop_prob <= 1.0, "camera_drop_prob", "must lie in [0, 1]")
+        _require(self.num_camera_classes >= 1, "num_camera_classes", "must be >= 1")
 
 
 @dataclass
@@ -67,11 +130,14 @@ class ModelConfig:
 
     Attributes:
         backbone: feature extractors.
+        variant: ``"arfm"`` (ours) or ``"official"`` (the published architecture, module docstring).
         dim: width of fusion module and flow head (ViT-B: 768).
-        depth: fusion layers; each layer is one causal temporal + one spatial block (ViT-B: 12).
+        depth: fusion layers, alternating causal temporal (even index) and spatial (odd
+            index), as the published model (12 = 6 temporal + 6 spatial).
         heads: attention heads (ViT-B: 12).
-        flow_depth: flow head layers (paper: half the fusion depth).
-        mlp_ratio: MLP hidden width / dim.
+        flow_depth: flow head layers (published: 4).
+        mlp_ratio: MLP hidden width / dim (used when ``mlp_hidden`` is 0).
+        mlp_hidden: explicit MLP hidden width (published SwiGLU: 2046); 0 = ``dim * mlp_ratio``.
         max_points: most tracks per sample (paper: 100).
         horizon: future steps predicted (paper: 50).
         sample_steps: Euler steps per timestep when sampling (paper: 16).
@@ -83,14 +149,20 @@ class ModelConfig:
             regresses the shift directly with a squared error).
         cache_window: most timesteps kept in a streaming KV cache besides the text prefix
             (sliding window; ``0`` = unbounded).
+        time_grid: ``"exact"`` (ours: Euler steps land on t = 1) or ``"official"`` (the
+            release's grid ``linspace(t_start, 1, K + 1)[:-1]``: K - 1 steps, stopping one step
+            short of t = 1), for every denoise (sampling and horizon updates).
+        quirks: the release's output-changing behaviours (``variant="official"`` only).
     """
 
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    variant: Variant = "arfm"
     dim: int = 768
     depth: int = 12
     heads: int = 12
-    flow_depth: int = 6
+    flow_depth: int = 4
     mlp_ratio: float = 4.0
+    mlp_hidden: int = 0
     max_points: int = 100
     horizon: int = 50
     sample_steps: int = 16
@@ -99,10 +171,17 @@ class ModelConfig:
     shift_scale: float = 1.0
     objective: Objective = "flow"
     cache_window: int = 64
+    time_grid: TimeGrid = "exact"
+    quirks: OfficialQuirks = field(default_factory=OfficialQuirks)
 
     def __post_init__(self) -> None:
         if isinstance(self.backbone, dict):
             self.backbone = BackboneConfig(**self.backbone)
+        if isinstance(self.quirks, dict):
+            self.quirks = OfficialQuirks(**self.quirks)
+        _require(self.variant in ("arfm", "official"), "variant", f"must be 'arfm' or 'official', got {self.variant!r}")
+        _require(self.time_grid in ("exact", "official"), "time_grid", f"must be 'exact' or 'official', got {self.time_grid!r}")
+        _require(self.mlp_hidden >= 0, "mlp_hidden", "must be >= 0")
         _require(self.dim % self.heads == 0, "dim", f"{self.dim} is not divisible by heads={self.heads}")
         _require((self.dim // self.heads) % 2 == 0, "heads", "head width must be even for rotary embeddings")
         _require(self.depth >= 1 and self.flow_depth >= 1, "depth", "fusion and flow depths must be >= 1")
@@ -122,9 +201,11 @@ class TrainConfig:
     Attributes:
         lr: AdamW learning rate (paper 5e-5).
         weight_decay: AdamW weight decay.
-        batch_size: windows per optimiser step across all processes (paper 16).
+        batch_size: windows per optimiser step across all processes (paper 16); each of
+            ``n`` processes loads ``batch_size / n`` (:func:`arfm.run_layout.per_process_batch`).
         steps: optimiser steps (paper 500k).
-        warmup_steps: linear learning-rate warm-up.
+        warmup_steps: linear learning-rate warm-up (:func:`arfm.schedules.lr_factor`).
+        lr_schedule: after the warm-up, ``"constant"`` (paper) or ``"cosine"`` decay to 0 at ``steps``.
         grad_clip: gradient-norm clip (0 = off).
         ema_decay: EMA beta (paper 0.9999).
         ema_update_every: steps between EMA updates (paper 100).
@@ -141,6 +222,7 @@ class TrainConfig:
     batch_size: int = 16
     steps: int = 500_000
     warmup_steps: int = 1000
+    lr_schedule: Literal["constant", "cosine"] = "constant"
     grad_clip: float = 1.0
     ema_decay: float = 0.9999
     ema_update_every: int = 100
@@ -155,9 +237,15 @@ class TrainConfig:
         _require(self.lr > 0, "lr", "must be > 0")
         _require(self.batch_size >= 1, "batch_size", "must be >= 1")
         _require(self.steps >= 1, "steps", "must be >= 1")
+        _require(self.warmup_steps >= 0, "warmup_steps", "must be >= 0")
+        _require(self.lr_schedule in ("constant", "cosine"), "lr_schedule", f"must be 'constant' or 'cosine', got {self.lr_schedule!r}")
+        _require(self.grad_clip >= 0, "grad_clip", "must be >= 0 (0 = off)")
         _require(0.0 <= self.ema_decay < 1.0, "ema_decay", "must lie in [0, 1)")
         _require(self.ema_update_every >= 1, "ema_update_every", "must be >= 1")
         _require(self.max_cond_frames >= 1, "max_cond_frames", "must be >= 1")
+        _require(self.log_every >= 1, "log_every", "must be >= 1")
+        _require(self.save_every >= 1, "save_every", "must be >= 1")
+        _require(self.num_workers >= 0, "num_workers", "must be >= 0")
         _require(self.mixed_precision in ("no", "fp16", "bf16"), "mixed_precision", "must be 'no', 'fp16' or 'bf16'")
 
 
@@ -166,7 +254,7 @@ def tiny_model_config(**overrides: Any) -> ModelConfig:
     cfg = ModelConfig(
         backbone=BackboneConfig(kind="tiny", text_len=8, freeze=False),
         dim=96,
-        depth=3,
+        depth=6,
         heads=4,
         flow_depth=2,
         max_points=64,
@@ -193,6 +281,23 @@ def tiny_train_config(**overrides: Any) -> TrainConfig:
     return dataclasses.replace(cfg, **overrides)
 
 
+def official_model_config(**overrides: Any) -> ModelConfig:
+    """The published zero-shot motion predictor (``jxie/autorf-zero_shot-motion_predictor``).
+
+    SAM 2.1 hiera-tiny at 512 px, HF-style CLIP ViT-B/32 tokens (before the post-layernorm),
+    32 text tokens, 12 alternating RMSNorm/SwiGLU(2046) layers 768 wide with 12 heads, a
+    4-layer flow head, 50 steps, 16 Euler steps; our exact time grid unless
+    ``time_grid="official"``.
+    """
+    cfg = ModelConfig(
+        backbone=BackboneConfig(clip_model="ViT-B-32-quickgelu", text_len=32, sam2_image_size=512, clip_tokens="hidden"),
+        variant="official",
+        mlp_hidden=2046,
+        cache_window=0,
+    )
+    return dataclasses.replace(cfg, **overrides)
+
+
 MODEL_PRESETS = {"base": ModelConfig, "tiny": tiny_model_config}
 TRAIN_PRESETS = {"base": TrainConfig, "tiny": tiny_train_config}
 
@@ -207,9 +312,19 @@ def config_from_dict(cls: type, data: dict, what: str = "model") -> Any:
     unknown = set(data) - {f.name for f in dataclasses.fields(cls)}
     if unknown:
         raise ValueError(f"{what} config has unknown fields {sorted(unknown)}: saved by a newer version?")
+    from arfm.errors import check_field_types  # a wrong type names its field, not a crash deep in the model
+
+    check_field_types(cls, data, what)
     return cls(**data)
 
 
 def model_config_from_dict(data: dict) -> ModelConfig:
-    """Rebuild a :class:`ModelConfig` saved with a checkpoint; unknown keys are an error."""
+    """Rebuild a :class:`ModelConfig` saved with a checkpoint; unknown keys are an error.
+
+    Configs saved before the ``variant`` field existed counted ``depth`` in (temporal + spatial)
+    pairs; the same modules, with the same parameter names, are now ``2 * depth`` alternating
+    layers, so such a config is migrated here and its checkpoint loads unchanged.
+    """
+    if "variant" not in data and isinstance(data.get("depth"), int):
+        data = {**data, "depth": 2 * data["depth"]}
     return config_from_dict(ModelConfig, data, "model")

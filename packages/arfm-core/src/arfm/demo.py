@@ -83,7 +83,7 @@ def run_demo(cmd: DemoCommand) -> list[Path]:
     model_cfg = tiny_model_config(horizon=cmd.horizon)
     train_cfg = tiny_train_config(steps=cmd.steps, batch_size=4, max_cond_frames=1, save_every=max(1, cmd.steps // 3), seed=cmd.seed)
     dataset = LabelledTrackDataset(labelled, split="train", num_points=cmd.train_points, horizon=cmd.horizon, max_cond_frames=1, seed=cmd.seed)
-    ckpt = run_training(model_cfg, train_cfg, dataset, cmd.out / "run", resume=True)
+    ckpt = run_training(model_cfg, train_cfg, dataset, cmd.out / "run", resume="auto")
 
     print("[3/4] predicting from one frame and drawing")
     model = load_model(ckpt)

@@ -11,7 +11,9 @@ network: a velocity function ``v(x, t) -> (same shape as x)`` is all the solver 
 Two entries of one solver:
 
 - :func:`euler_sample` integrates from ``t = 0`` (pure noise) to exactly ``t = 1`` in ``K``
-  steps (the official release stops one step early, at ``t = (K-1)/K``; we do not);
+  steps. The official release evaluates its solver on ``linspace(t_start, 1, K + 1)[:-1]``
+  and returns the state at the last grid time, i.e. ``K - 1`` steps that stop one step
+  short of ``t = 1`` (at ``15/16`` with 16 steps); ``grid="official"`` reproduces it;
 - :func:`renoise` + :func:`euler_sample` with ``t_start = t_e`` is the horizon update: the
   previous prediction is mixed with fresh noise to time ``t_e`` and re-integrated.
 """
@@ -48,6 +50,7 @@ def euler_sample(
     num_steps: int,
     t_start: float = 0.0,
     t_end: float = 1.0,
+    grid: str = "exact",
 ) -> torch.Tensor:
     """Integrate ``dx/dt = velocity(x, t)`` from ``t_start`` to exactly ``t_end`` in ``num_steps`` Euler steps.
 
@@ -56,14 +59,21 @@ def euler_sample(
         x_start: state at ``t_start`` (noise when ``t_start == 0``).
         num_steps: Euler steps; the last one lands on ``t_end``.
         t_start, t_end: integration interval, ``0 <= t_start <= t_end <= 1``.
+        grid: ``"exact"`` or ``"official"``: the release's grid, which drops the last
+            point of the ``num_steps + 1`` grid, so ``num_steps - 1`` steps end one step short
+            of ``t_end`` (module docstring).
     """
     if num_steps < 1:
         raise ValueError(f"euler_sample needs num_steps >= 1, got {num_steps}")
     if not 0.0 <= t_start <= t_end <= 1.0:
         raise ValueError(f"euler_sample needs 0 <= t_start <= t_end <= 1, got {t_start}, {t_end}")
+    if grid not in ("exact", "official"):
+        raise ValueError(f"euler_sample grid must be 'exact' or 'official', got {grid!r}")
     times = torch.linspace(t_start, t_end, num_steps + 1, device=x_start.device, dtype=x_start.dtype)
+    if grid == "official":
+        times = times[:-1]
     x = x_start
-    for i in range(num_steps):
+    for i in range(len(times) - 1):
         t = times[i].expand(x.shape[0])
         x = x + (times[i + 1] - times[i]) * velocity(x, t)
     return x

@@ -6,6 +6,10 @@ timestep, attends across the points (so rigidly linked points move jointly), and
 conditioned on the flow time (and the pooled text) through adaLN-Zero, as in DiT. It never
 sees other timesteps, which is what makes sampling cheap: the fusion module runs once per
 timestep, only this head runs ``K`` times.
+
+The published release's head differs in three ways, all chosen by arguments: a SwiGLU MLP of
+explicit width, no previous-shift input (``use_prev_shift=False``: its input is
+``cat(x_t, features)``), and the flow time fed to the time embedding unscaled (``time_scale=1``).
 """
 
 from __future__ import annotations
@@ -13,18 +17,18 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from arfm.layers import Mlp, MultiHeadAttention, TimestepEmbedder, modulate
+from arfm.layers import MultiHeadAttention, TimestepEmbedder, make_mlp, modulate
 
 
 class FlowHeadBlock(nn.Module):
     """Spatial self-attention + MLP, both modulated by the conditioning vector (adaLN-Zero)."""
 
-    def __init__(self, dim: int, heads: int, mlp_ratio: float) -> None:
+    def __init__(self, dim: int, heads: int, mlp_ratio: float, mlp: str = "gelu", mlp_hidden: int = 0) -> None:
         super().__init__()
         self.norm1 = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
         self.attn = MultiHeadAttention(dim, heads)
         self.norm2 = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
-        self.mlp = Mlp(dim, mlp_ratio)
+        self.mlp = make_mlp(mlp, dim, mlp_ratio, mlp_hidden)
         self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(dim, 6 * dim))
 
     def forward(self, x: torch.Tensor, c: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
@@ -50,13 +54,32 @@ class FinalLayer(nn.Module):
 
 
 class FlowMatchingHead(nn.Module):
-    """Velocity of the shifts of one timestep: ``v(x_t, t | T_C, fused features, text)``."""
+    """Velocity of the shifts of one timestep: ``v(x_t, t | T_C, fused features, text)``.
 
-    def __init__(self, feature_dim: int, dim: int, depth: int, heads: int, mlp_ratio: float) -> None:
+    Args:
+        feature_dim, dim, depth, heads, mlp_ratio: sizes.
+        mlp, mlp_hidden: MLP flavour (``"gelu"`` ours, ``"swiglu"`` release) and explicit width.
+        use_prev_shift: feed ``T_C`` (ours) or not (release).
+        time_scale: flow-time multiplier of the time embedding (ours 1000, release 1).
+    """
+
+    def __init__(
+        self,
+        feature_dim: int,
+        dim: int,
+        depth: int,
+        heads: int,
+        mlp_ratio: float,
+        mlp: str = "gelu",
+        mlp_hidden: int = 0,
+        use_prev_shift: bool = True,
+        time_scale: float = 1000.0,
+    ) -> None:
         super().__init__()
-        self.input_proj = nn.Linear(2 + 2 + feature_dim, dim)
-        self.time_embed = TimestepEmbedder(dim)
-        self.blocks = nn.ModuleList(FlowHeadBlock(dim, heads, mlp_ratio) for _ in range(depth))
+        self.use_prev_shift = use_prev_shift
+        self.input_proj = nn.Linear(2 + (2 if use_prev_shift else 0) + feature_dim, dim)
+        self.time_embed = TimestepEmbedder(dim, time_scale=time_scale)
+        self.blocks = nn.ModuleList(FlowHeadBlock(dim, heads, mlp_ratio, mlp, mlp_hidden) for _ in range(depth))
         self.final = FinalLayer(dim)
         self.initialize_weights()
 
@@ -91,7 +114,8 @@ class FlowMatchingHead(nn.Module):
         Args:
             x_t: ``(M, N, 2)`` noised shifts (model units).
             t: ``(M,)`` flow times.
-            prev_shift: ``(M, N, 2)`` the previous step's shift ``T_C`` (model units).
+            prev_shift: ``(M, N, 2)`` the previous step's shift ``T_C`` (model units); ignored
+                without ``use_prev_shift``.
             features: ``(M, N, F)`` fused per-point features of this timestep.
             cond: ``(M, D)`` extra conditioning (pooled text), added to the time embedding.
             point_mask: ``(M, N)`` bool, True for real points, or None.
@@ -99,7 +123,8 @@ class FlowMatchingHead(nn.Module):
         Returns:
             ``(M, N, 2)`` velocity.
         """
-        x = self.input_proj(torch.cat([x_t, prev_shift, features], dim=-1))  # (M, N, D)
+        inputs = [x_t, prev_shift, features] if self.use_prev_shift else [x_t, features]
+        x = self.input_proj(torch.cat(inputs, dim=-1))  # (M, N, D)
         c = self.time_embed(t) + cond  # (M, D)
         mask = None if point_mask is None else point_mask[:, None, None, :]
         for block in self.blocks:

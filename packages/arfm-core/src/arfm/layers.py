@@ -1,4 +1,9 @@
-"""Small building blocks shared by the fusion transformer and the flow head (paper §3.2)."""
+"""Small building blocks shared by the fusion transformer and the flow head (paper §3.2).
+
+Two flavours of norm and feed-forward, chosen by :func:`make_norm` / :func:`make_mlp`:
+ours (LayerNorm, GELU MLP) and the published release's (RMSNorm computed in float32,
+SwiGLU with biases), so the same blocks load the official weights exactly.
+"""
 
 from __future__ import annotations
 
@@ -15,16 +20,62 @@ def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch
 
 
 class Mlp(nn.Module):
-    """Transformer feed-forward: Linear -> GELU -> Linear."""
+    """Transformer feed-forward: Linear -> GELU -> Linear (``hidden = dim * ratio`` unless given)."""
 
-    def __init__(self, dim: int, ratio: float) -> None:
+    def __init__(self, dim: int, ratio: float, hidden: int = 0) -> None:
         super().__init__()
-        hidden = int(dim * ratio)
+        hidden = hidden or int(dim * ratio)
         self.fc1 = nn.Linear(dim, hidden)
         self.fc2 = nn.Linear(hidden, dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc2(F.gelu(self.fc1(x), approximate="tanh"))
+
+
+class SwiGLU(nn.Module):
+    """Gated feed-forward of the published model: ``down(silu(gate(x)) * up(x))``, with biases."""
+
+    def __init__(self, dim: int, ratio: float, hidden: int = 0) -> None:
+        super().__init__()
+        hidden = hidden or int(dim * ratio)
+        self.gate = nn.Linear(dim, hidden)
+        self.up = nn.Linear(dim, hidden)
+        self.down = nn.Linear(hidden, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down(F.silu(self.gate(x)) * self.up(x))
+
+
+class RMSNorm(nn.Module):
+    """Root-mean-square norm with a learned scale, computed in float32 (as the release does)."""
+
+    def __init__(self, dim: int, eps: float = 1e-6) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x32 = x.float()
+        normed = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
+        return self.weight * normed.to(x.dtype)
+
+
+def make_norm(kind: str, dim: int) -> nn.Module:
+    """``"layernorm"`` (ours) or ``"rmsnorm"`` (published release, eps 1e-6)."""
+    if kind == "layernorm":
+        return nn.LayerNorm(dim)
+    if kind == "rmsnorm":
+        return RMSNorm(dim)
+    raise ValueError(f"unknown norm kind {kind!r} (expected 'layernorm' or 'rmsnorm')")
+
+
+def make_mlp(kind: str, dim: int, ratio: float, hidden: int = 0) -> nn.Module:
+    """``"gelu"`` (ours) or ``"swiglu"`` (published release)."""
+    if kind == "gelu":
+        return Mlp(dim, ratio, hidden)
+    if kind == "swiglu":
+        return SwiGLU(dim, ratio, hidden)
+    raise ValueError(f"unknown mlp kind {kind!r} (expected 'gelu' or 'swiglu')")
 
 
 class RotaryEmbedding(nn.Module):
@@ -70,17 +121,24 @@ class MultiHeadAttention(nn.Module):
 
 
 class TimestepEmbedder(nn.Module):
-    """Flow time ``t in [0, 1]`` -> vector: sinusoidal features then an MLP (as in DiT)."""
+    """Flow time ``t in [0, 1]`` -> vector: sinusoidal features ``[cos, sin]`` then an MLP (as in DiT).
 
-    def __init__(self, dim: int, frequency_dim: int = 256) -> None:
+    Args:
+        dim: output width.
+        frequency_dim: sinusoid features (half cos, half sin).
+        time_scale: ``t`` is multiplied by this first. Ours uses 1000 so the periods (up to
+            10^4) resolve small time differences; the published release feeds ``t`` as is (1).
+    """
+
+    def __init__(self, dim: int, frequency_dim: int = 256, time_scale: float = 1000.0) -> None:
         super().__init__()
         self.frequency_dim = frequency_dim
+        self.time_scale = time_scale
         self.mlp = nn.Sequential(nn.Linear(frequency_dim, dim), nn.SiLU(), nn.Linear(dim, dim))
 
     def forward(self, t: torch.Tensor) -> torch.Tensor:
-        # Scale t to [0, 1000] so the sinusoid periods (up to 10^4) resolve small time differences.
         half = self.frequency_dim // 2
         freqs = torch.exp(-math.log(10000.0) * torch.arange(half, device=t.device, dtype=torch.float32) / half)
-        args = (t.float() * 1000.0)[:, None] * freqs[None]
+        args = (t.float() * self.time_scale)[:, None] * freqs[None]
         features = torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
         return self.mlp(features.to(self.mlp[0].weight.dtype))

@@ -38,6 +38,8 @@ import torch
 
 from arfm import flow
 from arfm.backbones import FrameFeatures
+from arfm.coords import MODEL_FRAME_SIZE
+from arfm.errors import check_frame_size, check_query_points
 from arfm.model import RolloutState, TrackShiftFlowPredictor
 
 
@@ -81,6 +83,7 @@ def frame_tensor(frame: np.ndarray, device: torch.device) -> torch.Tensor:
     """``(H, W, 3)`` uint8 -> ``(1, 1, 3, H, W)`` float in ``[0, 1]``."""
     if frame.ndim != 3 or frame.shape[-1] != 3 or frame.dtype != np.uint8:
         raise ValueError(f"frame must be (H, W, 3) uint8, got {frame.shape} {frame.dtype}")
+    check_frame_size(frame.shape[0], frame.shape[1], MODEL_FRAME_SIZE, what="frame")
     frame = np.ascontiguousarray(frame)
     if not frame.flags.writeable:  # a memory-mapped clip: torch wants memory it may own
         frame = frame.copy()
@@ -196,12 +199,11 @@ class HorizonPredictor:
     def reset(self, frame: np.ndarray, queries: np.ndarray, text: str = "") -> np.ndarray:
         """Start on a first frame with query points ``(N, 2)`` pixels; returns the horizon ``(N, H, 2)``."""
         queries = np.asarray(queries, dtype=np.float32)
-        if queries.ndim != 2 or queries.shape[1] != 2 or len(queries) == 0:
-            raise ValueError(f"queries must be a non-empty (N, 2) array of pixels, got {queries.shape}")
+        check_query_points(queries, None)  # shape and finiteness; a tracked point may be off-frame
+        frames = frame_tensor(frame, self.device)  # checked before the tracker sees the frame
         self.tracker.init(frame, queries)
-        frames = frame_tensor(frame, self.device)
         observed = torch.from_numpy(queries)[None, :, None, :].to(self.device)
-        self.state = self.model.prepare(frames, observed, [text], use_cache=self.use_cache)
+        self.state = self.model.prepare(frames, observed, [text], use_cache=self.use_cache, cache_window=self.model.config.cache_window)
         self._committed_position = observed[:, :, 0]
         self.tracks, self.shifts = self._roll_horizon(previous=None)
         return self.tracks[0].cpu().numpy()

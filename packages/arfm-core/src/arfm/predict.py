@@ -4,12 +4,14 @@ Given a video (or an image), the first ``--cond-frames`` frames from ``--start``
 conditioning frames; query points are a regular grid (or a ``.npy`` of ``(N, 2)`` pixels of
 the 256 x 256 frame) on the first of them, tracked through the others with the LK tracker,
 and the model samples ``--horizon`` future steps. Outputs: a PNG (trails drawn on the last
-conditioning frame), a GIF with growing trails over the real future frames where the clip
-has them, and an ``.npz`` with the numbers.
+conditioning frame), a GIF (an MP4 with ``--out x.mp4``) with growing trails over the real
+future frames where the clip has them, and the predictions with visibility in model and source
+pixels as ``.npz`` + ``.csv`` + ``.json`` (:mod:`arfm.export`).
 """
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +19,7 @@ import numpy as np
 import torch
 
 from arfm.coords import MODEL_FRAME_SIZE
+from arfm.errors import check_positive, check_query_points, run_cli
 
 
 @dataclass
@@ -26,12 +29,15 @@ class PredictCommand:
     Attributes:
         checkpoint: checkpoint directory written by `arfm train`.
         video: a video file, GIF, image or folder of frames.
-        out: output path without suffix or with .gif/.png/.npz; all three are written.
+        out: output path without suffix or with .gif/.png/.npz/.mp4; a .png, an animation
+            (.mp4 when --out ends in .mp4, else .gif) and .npz/.csv/.json predictions are written.
         start: first conditioning frame.
         cond_frames: conditioning frames.
         num_points: query points (a grid).
         queries: optional .npy of (N, 2) query pixels in the 256x256 frame (overrides the grid).
         horizon: future steps (default: the checkpoint's horizon).
+        max_horizon: refuse a --horizon above this (sampling runs the model once per step per
+            Euler step: 100000 steps would run for hours with nothing to show).
         num_samples: draws; the PNG shows the first, the .npz keeps all.
         caption: language prompt.
         seed: noise seed.
@@ -46,10 +52,28 @@ class PredictCommand:
     num_points: int = 100
     queries: Path | None = None
     horizon: int | None = None
+    max_horizon: int = 1000
     num_samples: int = 1
     caption: str = ""
     seed: int = 0
     device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        # Checked before anything is read or written, so a bad flag never leaves half the outputs.
+        check_positive(self.start, "--start", minimum=0)
+        check_positive(self.cond_frames, "--cond-frames")
+        check_positive(self.num_points, "--num-points")
+        check_positive(self.num_samples, "--num-samples")
+        check_positive(self.max_horizon, "--max-horizon")
+        if self.horizon is not None:
+            check_horizon(self.horizon, self.max_horizon)
+
+
+def check_horizon(horizon: int, max_horizon: int) -> None:
+    """Raise unless ``1 <= horizon <= max_horizon``."""
+    check_positive(horizon, "--horizon")
+    if horizon > max_horizon:
+        raise ValueError(f"--horizon {horizon} is above --max-horizon {max_horizon}: sampling is one model call per step; raise --max-horizon to run it anyway")
 
 
 def grid_queries(num_points: int, size: int = MODEL_FRAME_SIZE) -> np.ndarray:
@@ -62,9 +86,13 @@ def grid_queries(num_points: int, size: int = MODEL_FRAME_SIZE) -> np.ndarray:
 
 def load_queries(path: Path) -> np.ndarray:
     """Query pixels ``(N, 2)`` of the 256 x 256 frame from a ``.npy`` file, validated."""
-    points = np.load(path).astype(np.float32)
+    try:
+        points = np.load(path).astype(np.float32)
+    except (ValueError, EOFError, OSError) as exc:
+        raise ValueError(f"--queries {path} is not a readable .npy array: {exc}") from exc
     if points.ndim != 2 or points.shape[1] != 2 or len(points) == 0 or not np.isfinite(points).all():
         raise ValueError(f"--queries {path} must hold a non-empty, finite (N, 2) array of pixels, got {points.shape}")
+    check_query_points(points, MODEL_FRAME_SIZE, what=f"--queries {path}")
     return points
 
 
@@ -104,31 +132,36 @@ def predict_clip(
 def main(argv: list[str] | None = None) -> None:
     import tyro
 
-    from arfm.atomic import atomic_path
     from arfm.checkpoint import load_model
     from arfm.data.video import read_video
+    from arfm.export import prediction_visible, write_predictions
     from arfm.viz import draw_tracks, tracks_animation, write_gif, write_png
 
     cmd = tyro.cli(PredictCommand, args=argv, prog="arfm predict")
-    model = load_model(cmd.checkpoint, device=cmd.device)
-    horizon = cmd.horizon or model.config.horizon
+    points = grid_queries(cmd.num_points) if cmd.queries is None else load_queries(cmd.queries)
     clip = read_video(cmd.video, transform="center_crop")
     if cmd.start + cmd.cond_frames > len(clip.frames):
         raise ValueError(f"{cmd.video} has {len(clip.frames)} frames; --start {cmd.start} + --cond-frames {cmd.cond_frames} is past its end")
+    model = load_model(cmd.checkpoint, device=cmd.device)
+    horizon = model.config.horizon if cmd.horizon is None else cmd.horizon
+    check_horizon(horizon, cmd.max_horizon)
     cond = clip.frames[cmd.start : cmd.start + cmd.cond_frames]
-    points = grid_queries(cmd.num_points) if cmd.queries is None else load_queries(cmd.queries)
-    future, observed, _ = predict_clip(model, cond, points, cmd.caption, horizon, cmd.num_samples, cmd.seed)
+    print(f"sampling {horizon} steps for {len(points)} points x {cmd.num_samples} samples", file=sys.stderr)
+    future, observed, observed_visible = predict_clip(model, cond, points, cmd.caption, horizon, cmd.num_samples, cmd.seed)
 
-    base = cmd.out.with_suffix("") if cmd.out.suffix in (".gif", ".png", ".npz") else cmd.out
+    base = cmd.out.with_suffix("") if cmd.out.suffix in (".gif", ".png", ".npz", ".mp4") else cmd.out
+    animation = base.with_suffix(".mp4" if cmd.out.suffix == ".mp4" else ".gif")
     base.parent.mkdir(parents=True, exist_ok=True)
     full = np.concatenate([observed[:, -1:], future[0]], axis=1)  # include the start point
     write_png(base.with_suffix(".png"), draw_tracks(cond[-1], full))
     later = clip.frames[cmd.start + cmd.cond_frames - 1 : cmd.start + cmd.cond_frames + horizon]
-    write_gif(base.with_suffix(".gif"), tracks_animation(later, [("ARFM prediction", full, None)]))
-    with atomic_path(base.with_suffix(".npz")) as tmp:
-        np.savez_compressed(tmp, frames=cond, tracks=future, observed=observed, caption=cmd.caption)
-    print(f"wrote {base.with_suffix('.png')}, {base.with_suffix('.gif')}, {base.with_suffix('.npz')}")
+    write_gif(animation, tracks_animation(later, [("ARFM prediction", full, None)]))
+    visible = prediction_visible(future, clip.transform, observed_visible[:, -1])
+    extra = {"video": str(cmd.video), "caption": cmd.caption, "start": cmd.start, "cond_frames": cmd.cond_frames, "seed": cmd.seed}
+    arrays = dict(frames=cond, observed=observed, caption=cmd.caption)
+    written = write_predictions(base, future, visible, clip.transform, clip.fps, cmd.checkpoint, arrays=arrays, metadata=extra)
+    print(f"wrote {base.with_suffix('.png')}, {animation}, " + ", ".join(str(p) for p in written.values()))
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main, "arfm predict")

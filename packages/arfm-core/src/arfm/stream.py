@@ -8,8 +8,11 @@ of ``--horizon`` future steps is refreshed (``--schedule sequential|parallel``, 
 
 - ``<out>.gif``: every frame with each point's live horizon, from its tracked position (blue)
   to the last predicted step (red), and the frame's latency;
-- ``<out>.npz``: ``horizons (T, N, H, 2)``, ``tracked (T, N, 2)``, ``tracked_visible (T, N)``,
-  ``latency_ms (T,)`` (entry 0 is the reset), ``queries (N, 2)``, and the settings.
+- ``<out>.npz``: ``horizons (T, N, H, 2)`` with ``horizons_source`` (source-video pixels) and
+  ``horizons_visible``, ``tracked (T, N, 2)`` (and ``tracked_source``), ``tracked_visible (T, N)``,
+  ``latency_ms (T,)`` (entry 0 is the reset), ``queries (N, 2)``, and the settings; the same
+  horizons as ``<out>.csv`` and what they mean in ``<out>.json`` (:mod:`arfm.export`);
+- ``<out>.mp4`` instead of the GIF when ``--out`` ends in ``.mp4``.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from typing import Literal
 import numpy as np
 import torch
 
+from arfm.errors import check_positive, check_query_points, run_cli
 from arfm.online import HorizonPredictor, OnlineTracker, horizon_consistency
 
 
@@ -32,7 +36,8 @@ class StreamCommand:
     Attributes:
         checkpoint: checkpoint directory written by `arfm train`.
         video: a video file, GIF or folder of frames.
-        out: output path without suffix or with .gif/.npz; both are written.
+        out: output path without suffix or with .gif/.npz/.mp4; an animation (.mp4 when --out
+            ends in .mp4, else .gif) and .npz/.csv/.json predictions are written.
         horizon: future steps kept (robotics setting of the paper: 16).
         start: frame the stream starts on.
         max_frames: frames streamed from --start (0 = to the end).
@@ -63,6 +68,19 @@ class StreamCommand:
     seed: int = 0
     device: str = "cpu"
     fps: float = 10.0
+
+    def __post_init__(self) -> None:
+        # Checked before the model or the video is read.
+        check_positive(self.horizon, "--horizon")
+        check_positive(self.start, "--start", minimum=0)
+        check_positive(self.max_frames, "--max-frames", minimum=0)
+        check_positive(self.num_points, "--num-points")
+        if not (np.isfinite(self.fps) and self.fps > 0):
+            raise ValueError(f"--fps must be a positive number of frames per second, got {self.fps}")
+        if self.mode not in ("update", "naive"):
+            raise ValueError(f"--mode must be 'update' or 'naive', got {self.mode!r}")
+        if self.schedule not in ("sequential", "parallel"):
+            raise ValueError(f"--schedule must be 'sequential' or 'parallel', got {self.schedule!r}")
 
 
 class RecordingTracker:
@@ -125,6 +143,7 @@ def stream_clip(
     """
     if frames.ndim != 4 or frames.shape[0] == 0:
         raise ValueError(f"frames must be a non-empty (T, H, W, 3) array, got {frames.shape}")
+    check_query_points(queries, frames.shape[2])  # new queries must be on the first frame
     from tqdm.auto import tqdm
 
     recorder = RecordingTracker(predictor.tracker)
@@ -178,37 +197,39 @@ def choose_queries(cmd: StreamCommand, first_frame: np.ndarray) -> np.ndarray:
 def main(argv: list[str] | None = None) -> None:
     import tyro
 
-    from arfm.atomic import atomic_path
     from arfm.checkpoint import load_model
     from arfm.data.video import read_video
+    from arfm.export import prediction_visible, write_predictions
     from arfm.viz import write_gif
 
     cmd = tyro.cli(StreamCommand, args=argv, prog="arfm stream")
-    model = load_model(cmd.checkpoint, device=cmd.device)
     clip = read_video(cmd.video, transform="center_crop")
     if cmd.start >= len(clip.frames):
         raise ValueError(f"{cmd.video} has {len(clip.frames)} frames; --start {cmd.start} is past its end")
+    model = load_model(cmd.checkpoint, device=cmd.device)
     end = len(clip.frames) if cmd.max_frames <= 0 else min(len(clip.frames), cmd.start + cmd.max_frames)
     frames = clip.frames[cmd.start : end]
     queries = choose_queries(cmd, frames[0])
     predictor = HorizonPredictor(model, horizon=cmd.horizon, mode=cmd.mode, schedule=cmd.schedule, seed=cmd.seed)
     result = stream_clip(predictor, frames, queries, cmd.caption)
 
-    base = cmd.out.with_suffix("") if cmd.out.suffix in (".gif", ".npz") else cmd.out
+    base = cmd.out.with_suffix("") if cmd.out.suffix in (".gif", ".npz", ".mp4") else cmd.out
     base.parent.mkdir(parents=True, exist_ok=True)
-    write_gif(base.with_suffix(".gif"), stream_animation(frames, result), fps=cmd.fps)
-    with atomic_path(base.with_suffix(".npz")) as tmp:
-        np.savez_compressed(
-            tmp, horizons=result.horizons, tracked=result.tracked, tracked_visible=result.tracked_visible,
-            latency_ms=result.latency_ms, queries=queries, caption=cmd.caption, mode=cmd.mode, schedule=cmd.schedule, start=cmd.start,
-        )
+    animation = base.with_suffix(".mp4" if cmd.out.suffix == ".mp4" else ".gif")
+    write_gif(animation, stream_animation(frames, result), fps=cmd.fps)
+    settings = dict(caption=cmd.caption, mode=cmd.mode, schedule=cmd.schedule, start=cmd.start)
+    extra = dict(tracked=result.tracked, tracked_source=clip.transform.points_to_source(result.tracked),
+                 tracked_visible=result.tracked_visible, latency_ms=result.latency_ms, queries=queries)
+    visible = prediction_visible(result.horizons, clip.transform, result.tracked_visible)
+    written = write_predictions(base, result.horizons, visible, clip.transform, clip.fps, cmd.checkpoint, key="horizons",
+                                index_name="frame", arrays={**extra, **settings}, metadata={"video": str(cmd.video), **settings})
     updates = result.latency_ms[1:]
     timing = f"median update {np.median(updates):.0f} ms" if len(updates) else "no updates (one frame)"
     print(
         f"streamed {len(frames)} frames ({cmd.mode}, {cmd.schedule}): {timing}, "
-        f"consistency {result.consistency_px():.2f} px; wrote {base.with_suffix('.gif')}, {base.with_suffix('.npz')}"
+        f"consistency {result.consistency_px():.2f} px; wrote {animation}, " + ", ".join(str(p) for p in written.values())
     )
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main, "arfm stream")

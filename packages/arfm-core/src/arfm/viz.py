@@ -3,7 +3,7 @@
 - :func:`draw_tracks` draws tracks on one frame (PNG-able array).
 - :func:`tracks_animation` makes GIF/MP4 frames: the trails grow step by step, optionally
   side by side with a second set (e.g. prediction | pseudo-labels).
-- :func:`write_gif` / :func:`write_png` write atomically.
+- :func:`write_gif` (GIF, or H.264 MP4 by suffix via :func:`arfm.data.video.write_mp4`) / :func:`write_png` write atomically.
 
 ``arfm viz`` draws a labelled clip's tracks or a prediction file (``.npz`` with ``tracks``).
 """
@@ -100,16 +100,31 @@ def tracks_animation(
     return out
 
 
+ANIMATION_SUFFIXES = (".gif", ".mp4")
+PICTURE_SUFFIXES = (".png",)
+
+
+def check_output_suffix(path: str | Path, allowed: tuple[str, ...], flag: str = "--out") -> None:
+    """Raise ``ValueError`` naming ``path`` unless its suffix is one of ``allowed``."""
+    if Path(path).suffix.lower() not in allowed:
+        raise ValueError(f"{flag} {path}: unsupported suffix {Path(path).suffix or '(none)'!r}; use one of {', '.join(allowed)}")
+
+
 def write_gif(path: str | Path, frames: list[np.ndarray], fps: float = 10.0) -> Path:
-    """Write an animated GIF (or MP4 by suffix) atomically."""
+    """Write an animation atomically: a looping GIF, or an H.264 MP4, chosen by the suffix."""
     import imageio.v3 as iio
 
+    from arfm.data.video import write_mp4
+
     path = Path(path)
+    check_output_suffix(path, ANIMATION_SUFFIXES, flag="animation path")
+    if not (np.isfinite(fps) and fps > 0):
+        raise ValueError(f"animation fps must be a positive number, got {fps}")
     with atomic_path(path) as tmp:
         if path.suffix.lower() == ".gif":
             iio.imwrite(tmp, np.stack(frames), extension=".gif", duration=int(1000 / fps), loop=0)
         else:
-            iio.imwrite(tmp, np.stack(frames), extension=path.suffix, fps=fps)
+            write_mp4(tmp, np.stack(frames), fps)
     return path
 
 
@@ -139,6 +154,11 @@ class VizCommand:
     clip: int = 0
     max_points: int = 200
 
+    def __post_init__(self) -> None:
+        check_output_suffix(self.out, PICTURE_SUFFIXES + ANIMATION_SUFFIXES)
+        if self.max_points < 1:
+            raise ValueError(f"--max-points must be >= 1, got {self.max_points}")
+
 
 def main(argv: list[str] | None = None) -> None:
     import tyro
@@ -146,13 +166,19 @@ def main(argv: list[str] | None = None) -> None:
     cmd = tyro.cli(VizCommand, args=argv, prog="arfm viz")
     if cmd.source.suffix == ".npz":
         data = np.load(cmd.source)
+        missing = [key for key in ("frames", "tracks") if key not in data.files]
+        if missing:
+            raise ValueError(f"prediction file {cmd.source} lacks {missing}: expected the .npz written by `arfm predict`")
         frames, tracks = data["frames"], data["tracks"]
         tracks = tracks[0] if tracks.ndim == 4 else tracks
         visible = data["visible"] if "visible" in data.files else None
     else:
         from arfm.data.dataset import open_labelled_dataset
 
-        clip = open_labelled_dataset(cmd.source).load_clip(cmd.clip)
+        dataset = open_labelled_dataset(cmd.source)
+        if not -len(dataset) <= cmd.clip < len(dataset):
+            raise ValueError(f"--clip {cmd.clip} is out of range: {cmd.source} holds {len(dataset)} clips")
+        clip = dataset.load_clip(cmd.clip)
         frames, tracks, visible = clip.frames, clip.tracks, clip.visible
     tracks = tracks[: cmd.max_points]
     visible = None if visible is None else visible[: cmd.max_points]
@@ -164,4 +190,6 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from arfm.errors import run_cli
+
+    run_cli(main, "arfm viz")

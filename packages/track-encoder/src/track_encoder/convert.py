@@ -15,7 +15,8 @@ from typing import Mapping
 
 import torch
 
-from track_encoder.model import TrackEncoder, TrackEncoderConfig, official_track_encoder_config
+from track_encoder.configuration import TrackEncoderConfig, official_track_encoder_config
+from track_encoder.model import TrackEncoder
 
 RENAMES: tuple[tuple[str, str], ...] = (
     (r"^track_embed\.starting_position_projection\.", "start_proj."),

@@ -33,10 +33,20 @@ class FrameFeatures:
 
 @dataclass
 class TextFeatures:
-    """Attributes: ``tokens (B, Lt, C_t)`` and ``pooled (B, C_t)``."""
+    """Text of ``B`` captions.
+
+    Attributes:
+        tokens: ``(B, Lt, C_t)``.
+        pooled: ``(B, C_t)``.
+        mask: ``(B, Lt)`` bool, False for padding tokens (None = all real).
+        present: ``(B,)`` bool, False for an empty caption (None = all present); the official
+            variant gives caption-less rows learned mask tokens.
+    """
 
     tokens: torch.Tensor
     pooled: torch.Tensor
+    mask: torch.Tensor | None = None
+    present: torch.Tensor | None = None
 
 
 class FeatureBackbone(nn.Module, ABC):

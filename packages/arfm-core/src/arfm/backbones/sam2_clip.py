@@ -8,6 +8,12 @@ global image tokens and text.
   projection) of a 224 x 224 resize are the global tokens; the text transformer's per-token
   outputs (width 512) are the text tokens and its projected EOT token is the pooled vector.
 
+``BackboneConfig.clip_tokens="hidden"`` gives what the published release reads from HF CLIP
+instead: the vision transformer's patch tokens before ``ln_post`` (``last_hidden_state[:, 1:]``)
+and the text EOT state after ``ln_final`` without projection (``pooler_output``), plus the
+text key mask and which captions are empty; ``sam2_image_size`` resizes frames for SAM 2
+(the release runs it at 512). ``clip_arch`` builds a CLIP of other sizes (reduced fixtures).
+
 Both are frozen by default. Weights come from local files only: a missing file raises
 :class:`FileNotFoundError` naming it and where to get it. Without paths the networks keep
 their random initialisation (useful for tests and benchmarks, useless for predictions).
@@ -67,10 +73,22 @@ def build_sam2_image_encoder(config_name: str, checkpoint: str | None) -> torch.
     return encoder
 
 
-def build_clip(model_name: str, checkpoint: str | None) -> torch.nn.Module:
-    """open_clip model, random or from a local weights file (never downloaded)."""
+def build_clip(model_name: str, checkpoint: str | None, arch: dict | None = None) -> torch.nn.Module:
+    """open_clip model, random or from a local weights file (never downloaded).
+
+    ``arch`` (``{"embed_dim", "vision_cfg", "text_cfg", ...}``) builds ``open_clip.model.CLIP``
+    of those sizes instead of the named architecture.
+    """
     import open_clip
 
+    if arch is not None:
+        from open_clip.model import CLIP
+
+        model = CLIP(**arch)
+        if checkpoint is not None:
+            path = require_file(checkpoint, "CLIP checkpoint", CLIP_HELP)
+            model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True), strict=True)
+        return model
     pretrained = None
     if checkpoint is not None:
         pretrained = str(require_file(checkpoint, "CLIP checkpoint", CLIP_HELP))
@@ -85,9 +103,11 @@ class Sam2ClipBackbone(FeatureBackbone):
         import open_clip
 
         self.sam2 = build_sam2_image_encoder(config.sam2_config, config.sam2_checkpoint)
-        self.clip = build_clip(config.clip_model, config.clip_checkpoint)
+        self.clip = build_clip(config.clip_model, config.clip_checkpoint, config.clip_arch)
         self.clip.visual.output_tokens = True  # patch tokens are the global image tokens
-        self.tokenizer = open_clip.get_tokenizer(config.clip_model)
+        self.tokenizer = open_clip.get_tokenizer("ViT-B-32" if config.clip_arch is not None else config.clip_model)
+        self.hidden_tokens = config.clip_tokens == "hidden"
+        self.sam2_image_size = config.sam2_image_size
         self.freeze = config.freeze
         if config.freeze:
             for p in self.parameters():
@@ -116,9 +136,17 @@ class Sam2ClipBackbone(FeatureBackbone):
         b, f = frames.shape[:2]
         x = frames.flatten(0, 1)
         with torch.set_grad_enabled(not self.freeze and torch.is_grad_enabled()):
-            levels = self.sam2((x - self.sam_mean) / self.sam_std)["backbone_fpn"]  # finest first
+            sam_in = x
+            if self.sam2_image_size is not None and tuple(x.shape[-2:]) != (self.sam2_image_size,) * 2:
+                sam_in = F.interpolate(x, size=(self.sam2_image_size,) * 2, mode="bilinear", align_corners=False)
+            levels = self.sam2((sam_in - self.sam_mean) / self.sam_std)["backbone_fpn"]  # finest first
             clip_in = F.interpolate(x, size=self._clip_size, mode="bilinear", align_corners=False)
-            _, tokens = self.clip.visual((clip_in - self.clip_mean) / self.clip_std)  # (B*F, G, 768)
+            clip_in = (clip_in - self.clip_mean) / self.clip_std
+            if self.hidden_tokens:
+                visual = self.clip.visual
+                tokens = visual.transformer(visual._embeds(clip_in))[:, 1:]  # before ln_post, no CLS
+            else:
+                _, tokens = self.clip.visual(clip_in)  # (B*F, G, 768)
         local = [level.view(b, f, *level.shape[1:]) for level in levels]
         return FrameFeatures(local=local, global_tokens=tokens.reshape(b, f, *tokens.shape[1:]))
 
@@ -132,5 +160,10 @@ class Sam2ClipBackbone(FeatureBackbone):
             x = clip.token_embedding(ids) + clip.positional_embedding
             x = clip.ln_final(clip.transformer(x, attn_mask=clip.attn_mask))  # (B, 77, 512)
             pooled = text_global_pool(x, ids, clip.text_pool_type, eos_token_id=getattr(clip, "text_eos_id", None))
-            pooled = pooled @ clip.text_projection if not isinstance(clip.text_projection, torch.nn.Linear) else clip.text_projection(pooled)
-        return TextFeatures(tokens=x[:, : self.text_len], pooled=pooled)
+            if not self.hidden_tokens:
+                pooled = pooled @ clip.text_projection if not isinstance(clip.text_projection, torch.nn.Linear) else clip.text_projection(pooled)
+        # Real tokens run up to and including the end-of-text token (the highest id).
+        last = ids.argmax(dim=1, keepdim=True)
+        mask = torch.arange(ids.shape[1], device=device)[None] <= last
+        present = torch.tensor([bool(c.strip()) for c in captions], device=device)
+        return TextFeatures(tokens=x[:, : self.text_len], pooled=pooled, mask=mask[:, : self.text_len], present=present)

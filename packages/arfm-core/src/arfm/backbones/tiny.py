@@ -32,13 +32,14 @@ class TinyBackbone(FeatureBackbone):
         self.down2 = _conv(c1, c2, 2)
         self.down3 = _conv(c2, g, 2)
         self.vocab_size = config.tiny_vocab_size
-        self.word_embed = nn.Embedding(config.tiny_vocab_size, g, padding_idx=0)
-        self.word_pos = nn.Parameter(torch.zeros(config.text_len, g))
+        text_dim = config.tiny_text_dim or g
+        self.word_embed = nn.Embedding(config.tiny_vocab_size, text_dim, padding_idx=0)
+        self.word_pos = nn.Parameter(torch.zeros(config.text_len, text_dim))
         nn.init.normal_(self.word_pos, std=0.02)
         self.local_channels = (c0, c1, c2)
         self.global_channels = g
         self.num_global_tokens = 16
-        self.text_channels = g
+        self.text_channels = text_dim
         self.text_len = config.text_len
 
     def encode_frames(self, frames: torch.Tensor) -> FrameFeatures:
@@ -61,4 +62,6 @@ class TinyBackbone(FeatureBackbone):
         real = (ids > 0).unsqueeze(-1).float()
         tokens = self.word_embed(ids) + self.word_pos * real
         pooled = (tokens * real).sum(1) / real.sum(1).clamp(min=1.0)
-        return TextFeatures(tokens=tokens, pooled=pooled)
+        # Key mask: the words plus, for an empty caption, its first token (a row must see a key).
+        mask = (ids > 0) | (torch.arange(self.text_len, device=device) == 0)
+        return TextFeatures(tokens=tokens, pooled=pooled, mask=mask, present=(ids > 0).any(1))

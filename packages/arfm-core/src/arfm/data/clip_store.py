@@ -3,7 +3,8 @@
 Layout (documented for users in ``docs/data-format.md``)::
 
     <root>/manifest.json                 clip list with splits (rebuilt by `arfm label`)
-    <root>/clips/<clip_id>/frames.npy    uint8   (T, 256, 256, 3)  RGB model frames
+    <root>/clips/<clip_id>/frames.mp4    H.264 RGB model frames (arfm.data.frame_codec), or
+                          frames.npy    uint8   (T, 256, 256, 3)  raw (format 1, frames codec "npy")
                           tracks.npy    float16 (M, T, 2)         pixel (x, y), arfm.coords
                           visible.npy   bool    (M, T)
                           movement.npy  float32 (M,)              summed per-step distance (§4.2)
@@ -11,6 +12,10 @@ Layout (documented for users in ``docs/data-format.md``)::
 
 A clip directory is written under a temporary name and renamed into place, so a clip either
 exists completely or not at all. :mod:`arfm.data.dataset` reads what this module writes.
+
+A dataset labelled in shards (``arfm label --shard i/n``, :mod:`arfm.data.shards`) keeps each
+shard as a complete dataset root under ``<root>/shards/<i>-of-<n>/``; the merged
+``<root>/manifest.json`` names each clip's shard in its entry (``"shard"``).
 """
 
 from __future__ import annotations
@@ -28,19 +33,23 @@ import numpy as np
 
 from arfm.atomic import write_text_atomic
 from arfm.coords import MODEL_FRAME_SIZE
+from arfm.data.frame_codec import FramesCodec, encode_frames, frames_file
 from arfm.data.subsample import summed_distance
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+"""1: frames.npy only. 2: frames.npy or frames.mp4 (``meta.json["frames"]`` says which), shards."""
 CLIPS_DIR = "clips"
+SHARDS_DIR = "shards"
 MANIFEST = "manifest.json"
 PARTIAL_PREFIX = ".partial-"
 _CLIP_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-ARRAYS = ("frames.npy", "tracks.npy", "visible.npy", "movement.npy")
+TRACK_ARRAYS = ("tracks.npy", "visible.npy", "movement.npy")
+"""The per-track arrays of a clip (memory-mapped by readers); frames are separate (frame_codec)."""
 
 
 def check_clip_id(clip_id: str) -> str:
     """Return ``clip_id`` if it is a safe directory name (letters, digits, ``._-``)."""
-    if not isinstance(clip_id, str) or not _CLIP_ID.match(clip_id):
+    if not isinstance(clip_id, str) or not _CLIP_ID.fullmatch(clip_id):
         raise ValueError(f"invalid clip id {clip_id!r}: use letters, digits, '.', '_' or '-', not starting with '.'")
     return clip_id
 
@@ -64,6 +73,7 @@ def write_clip(
     source: str = "",
     extra: dict[str, Any] | None = None,
     overwrite: bool = False,
+    frames_codec: FramesCodec = "npy",
 ) -> Path:
     """Write one labelled clip atomically.
 
@@ -78,6 +88,9 @@ def write_clip(
         source: where the clip came from.
         extra: more JSON-able metadata (tracker settings, query layout...).
         overwrite: replace an existing clip of the same id instead of raising.
+        frames_codec: ``"npy"`` (raw, exact; the default for library callers), ``"h264"``
+            (near-lossless, about 23 times smaller; what ``arfm label`` writes) or
+            ``"h264-lossless"`` (exact, about 4 times smaller); see :mod:`arfm.data.frame_codec`.
 
     Returns:
         The clip directory.
@@ -87,6 +100,7 @@ def write_clip(
         FileExistsError: the clip exists and ``overwrite`` is False.
     """
     check_clip_id(clip_id)
+    frames_file(frames_codec)  # an unknown codec fails before anything is written
     frames, tracks, visible = np.asarray(frames), np.asarray(tracks), np.asarray(visible)
     if frames.ndim != 4 or frames.shape[-1] != 3 or frames.shape[1] != frames.shape[2] or frames.dtype != np.uint8:
         raise ValueError(f"clip {clip_id}: frames must be (T, S, S, 3) uint8, got {frames.shape} {frames.dtype}")
@@ -111,7 +125,7 @@ def write_clip(
     partial.mkdir()
     try:
         tracks16 = tracks.astype(np.float16)
-        np.save(partial / "frames.npy", np.ascontiguousarray(frames))
+        frames_info = encode_frames(partial / frames_file(frames_codec), frames, frames_codec)
         np.save(partial / "tracks.npy", tracks16)
         np.save(partial / "visible.npy", visible.astype(bool))
         np.save(partial / "movement.npy", summed_distance(tracks16.astype(np.float32)).astype(np.float32))
@@ -125,6 +139,7 @@ def write_clip(
             "num_tracks": int(tracks.shape[0]),
             "frame_size": int(frames.shape[1]),
             "mean_visibility": float(visible.mean()),
+            "frames": frames_info,
             **(extra or {}),
         }
         (partial / "meta.json").write_text(json.dumps(meta, indent=1), encoding="utf-8")
@@ -167,8 +182,32 @@ def read_meta(clip_dir: Path) -> dict:
         raise ValueError(f"labelled clip metadata {meta_path} is corrupt: {exc}") from exc
 
 
+def clip_path(root: str | Path, entry: dict) -> Path:
+    """The directory of a manifest entry's clip: ``clips/<id>`` or ``shards/<shard>/clips/<id>``."""
+    shard = entry.get("shard")
+    if shard:
+        return Path(root) / SHARDS_DIR / shard / CLIPS_DIR / entry["clip_id"]
+    return Path(root) / CLIPS_DIR / entry["clip_id"]
+
+
+def shard_dirs(root: str | Path) -> list[Path]:
+    """The shard roots under ``root/shards`` (sorted; empty for an unsharded dataset)."""
+    shards = Path(root) / SHARDS_DIR
+    if not shards.is_dir():
+        return []
+    return sorted(p for p in shards.iterdir() if p.is_dir() and _CLIP_ID.fullmatch(p.name))
+
+
 def scan_clips(root: str | Path, val_fraction: float = 0.0) -> list[dict]:
-    """Manifest entries for every complete clip under ``root/clips``, sorted by id."""
+    """Manifest entries for every complete clip under ``root/clips`` and, for a sharded dataset,
+    under every ``root/shards/<shard>/clips`` (entries then carry ``"shard"``), sorted by id."""
+    entries = _scan_flat(root, val_fraction)
+    for shard in shard_dirs(root):
+        entries += [{**entry, "shard": shard.name} for entry in _scan_flat(shard, val_fraction)]
+    return sorted(entries, key=lambda e: e["clip_id"])
+
+
+def _scan_flat(root: str | Path, val_fraction: float) -> list[dict]:
     clips = Path(root) / CLIPS_DIR
     entries = []
     if clips.is_dir():
@@ -179,7 +218,46 @@ def scan_clips(root: str | Path, val_fraction: float = 0.0) -> list[dict]:
             keys = ("clip_id", "num_frames", "num_tracks", "fps", "caption", "source", "mean_visibility")
             entry = {k: meta.get(k) for k in keys}
             entry["split"] = meta.get("split") or split_of(clip_dir.name, val_fraction)
+            if meta.get("cut_short"):  # the source video ended before its announced frame count
+                entry["cut_short"] = meta["cut_short"]
             entries.append(entry)
+    return entries
+
+
+def read_manifest(root: str | Path) -> list[dict]:
+    """The clip entries of ``root/manifest.json``, validated before any path is built from them.
+
+    Every ``clip_id`` must be a plain directory name (:func:`check_clip_id`): an id such as
+    ``../../etc`` or ``/home/x`` in an edited or foreign manifest would otherwise make readers
+    open files outside the dataset root.
+
+    Raises:
+        FileNotFoundError: no manifest.
+        ValueError: corrupt JSON, a malformed entry, or an unsafe or repeated clip id (named).
+    """
+    path = Path(root) / MANIFEST
+    try:
+        entries = json.loads(path.read_text(encoding="utf-8"))["clips"]
+    except FileNotFoundError as exc:
+        raise FileNotFoundError(f"manifest {path} does not exist") from exc
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as exc:
+        raise ValueError(f"manifest {path} is corrupt ({exc}); rebuild it with arfm.data.clip_store.write_manifest") from exc
+    if not isinstance(entries, list):
+        raise ValueError(f"manifest {path}: 'clips' must be a list, got {type(entries).__name__}")
+    seen = set()
+    for index, entry in enumerate(entries):
+        if not isinstance(entry, dict) or "clip_id" not in entry:
+            raise ValueError(f"manifest {path}: clip entry {index} is not an object with a 'clip_id'")
+        try:
+            check_clip_id(entry["clip_id"])
+        except ValueError as exc:
+            raise ValueError(f"manifest {path}: clip entry {index}: {exc} (a clip id is a directory name inside {CLIPS_DIR}/)") from None
+        shard = entry.get("shard")
+        if shard is not None and not (isinstance(shard, str) and _CLIP_ID.fullmatch(shard)):
+            raise ValueError(f"manifest {path}: clip entry {index}: invalid shard {shard!r} (a shard is a directory name inside {SHARDS_DIR}/)")
+        if entry["clip_id"] in seen:
+            raise ValueError(f"manifest {path}: clip id {entry['clip_id']!r} appears twice")
+        seen.add(entry["clip_id"])
     return entries
 
 

@@ -1,36 +1,39 @@
 """Reading videos and bringing them to the 256 x 256 model frame (paper §3.1, App. B).
 
 The paper sizes every video to 256 x 256. How a non-square frame gets there is a choice the
-paper leaves open; :class:`FrameTransform` makes it explicit and applies the *same* map to
-frames and to point coordinates, so tracks computed at any resolution land on the right pixel:
+paper leaves open; :class:`arfm.coords.FrameTransform` (re-exported here) makes it explicit
+and applies the *same* map to frames and to point coordinates, so tracks computed at any
+resolution land on the right pixel:
 
 - ``"center_crop"`` (default): crop the largest centred square, then resize. No distortion and
   no artificial borders (padding would add static pixels the tracker happily "tracks").
 - ``"letterbox"``: resize the long side to 256 and pad the short side with black.
 - ``"resize"``: stretch to 256 x 256 (aspect ratio changes).
 
-Decoders: OpenCV for mp4/avi/webm/mov/mkv (one well-kept decoder, always returns RGB here),
-Pillow for GIFs (it reads each frame's own duration, which OpenCV flattens into one rate),
-OpenCV ``imread`` for folders of JPEG/PNG frames. Every failure raises :class:`VideoReadError`
-naming the file.
+Decoders: PyAV (FFmpeg) for mp4/avi/webm/mov/mkv, so AV1 (LeRobot's default codec) and VP9
+decode wherever FFmpeg has a decoder for them, with OpenCV as the fallback when PyAV cannot open
+a file; Pillow for GIFs (it reads each frame's own duration, which OpenCV flattens into one
+rate); OpenCV ``imread`` for folders of JPEG/PNG frames. Every failure raises
+:class:`VideoReadError` naming the file. A video that ends before the frame count its
+container states (cut mid-stream) still decodes, and :attr:`VideoClip.warning` says so.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
-from typing import Iterator, Literal
+from typing import Iterator
 
 import cv2
 import numpy as np
 
-from arfm.coords import MODEL_FRAME_SIZE
+from arfm.coords import FrameTransform, ResizeMode  # re-exported: ingestion code imports them from here
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".webm", ".mov", ".mkv", ".m4v")
 GIF_EXTENSIONS = (".gif",)
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
-ResizeMode = Literal["center_crop", "letterbox", "resize"]
 
 
 class VideoReadError(ValueError):
@@ -47,6 +50,10 @@ class VideoClip:
         source: path the frames came from.
         transform: the map applied to the frames (``None`` = source resolution kept).
         original_size: ``(width, height)`` of the decoded source frames.
+        expected_frames: source frames the container announces (``0`` = it does not say).
+        decoded_frames: source frames decoded before the end of the stream (before striding;
+            ``0`` when ``max_frames`` stopped the read early).
+        warning: why the clip is shorter than its container says ("" when it is not).
     """
 
     frames: np.ndarray
@@ -54,6 +61,17 @@ class VideoClip:
     source: str
     transform: "FrameTransform | None" = None
     original_size: tuple[int, int] = (0, 0)
+    expected_frames: int = 0
+    decoded_frames: int = 0
+    warning: str = ""
+
+
+@dataclass
+class _StreamStatus:
+    """Filled in while a stream is decoded: what the container announced, what went wrong."""
+
+    expected_frames: int = 0
+    error: str = ""
 
 
 def _natural_key(name: str) -> list:
@@ -68,12 +86,47 @@ def list_frame_files(folder: str | Path) -> list[Path]:
     return sorted(files, key=lambda p: _natural_key(p.name))
 
 
-def _iter_cv2(path: Path) -> tuple[Iterator[np.ndarray], float]:
+def _iter_av(path: Path, status: _StreamStatus) -> tuple[Iterator[np.ndarray], float]:
+    """Decode with PyAV; raises ``av.FFmpegError`` / ``ValueError`` when the file cannot be opened."""
+    import av
+
+    container = av.open(str(path))
+    try:
+        if not container.streams.video:
+            raise ValueError("the file has no video stream")
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        rate = stream.average_rate or stream.guessed_rate or stream.base_rate
+        fps = float(rate) if rate else 0.0
+        status.expected_frames = int(stream.frames or 0)
+        decoded = container.decode(stream)
+        # Decode the first frame now: a stream PyAV opens but cannot decode falls back to OpenCV.
+        first = next(decoded, None)
+    except BaseException:
+        container.close()
+        raise
+
+    def frames() -> Iterator[np.ndarray]:
+        try:
+            if first is not None:
+                yield first.to_ndarray(format="rgb24")
+            for frame in decoded:
+                yield frame.to_ndarray(format="rgb24")
+        except (av.FFmpegError, EOFError) as exc:  # corrupt data mid-stream: keep what decoded
+            status.error = f"decoding stopped with an error: {exc}"
+        finally:
+            container.close()
+
+    return frames(), fps
+
+
+def _iter_cv2(path: Path, status: _StreamStatus) -> tuple[Iterator[np.ndarray], float]:
     cap = cv2.VideoCapture(str(path))
     if not cap.isOpened():
         cap.release()
         raise VideoReadError(f"cannot open video {path}: OpenCV found no decodable stream")
     fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
+    status.expected_frames = max(0, int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0))
 
     def frames() -> Iterator[np.ndarray]:
         try:
@@ -86,6 +139,21 @@ def _iter_cv2(path: Path) -> tuple[Iterator[np.ndarray], float]:
             cap.release()
 
     return frames(), fps
+
+
+def _iter_container(path: Path, status: _StreamStatus) -> tuple[Iterator[np.ndarray], float]:
+    """PyAV first (AV1, VP9, H.264, ...); OpenCV when PyAV cannot open the file at all."""
+    try:
+        import av
+    except ImportError:  # PyAV is a dependency, but a trimmed environment may lack it
+        return _iter_cv2(path, status)
+    try:
+        return _iter_av(path, status)
+    except (av.FFmpegError, ValueError, OSError) as av_error:
+        try:
+            return _iter_cv2(path, status)
+        except VideoReadError as cv_error:
+            raise VideoReadError(f"cannot decode video {path}: PyAV: {av_error}; OpenCV: no decodable stream") from cv_error
 
 
 def _iter_gif(path: Path) -> tuple[Iterator[np.ndarray], float]:
@@ -134,7 +202,7 @@ def _iter_folder(path: Path) -> tuple[Iterator[np.ndarray], float]:
 
 
 def iter_video(path: str | Path) -> tuple[Iterator[np.ndarray], float]:
-    """Open a clip for streaming.
+    """Open a clip for streaming (see :func:`read_video` for the whole clip with its checks).
 
     Args:
         path: a video file, a GIF, or a folder of JPEG/PNG frames.
@@ -146,7 +214,10 @@ def iter_video(path: str | Path) -> tuple[Iterator[np.ndarray], float]:
     Raises:
         VideoReadError: missing path, unknown type, or a stream that cannot be opened.
     """
-    path = Path(path)
+    return _open(Path(path), _StreamStatus())
+
+
+def _open(path: Path, status: _StreamStatus) -> tuple[Iterator[np.ndarray], float]:
     if not path.exists():
         raise VideoReadError(f"video path {path} does not exist")
     if path.is_dir():
@@ -155,7 +226,7 @@ def iter_video(path: str | Path) -> tuple[Iterator[np.ndarray], float]:
     if suffix in GIF_EXTENSIONS:
         return _iter_gif(path)
     if suffix in VIDEO_EXTENSIONS:
-        return _iter_cv2(path)
+        return _iter_container(path, status)
     raise VideoReadError(
         f"unsupported file type {path.suffix!r} for {path}: expected one of "
         f"{VIDEO_EXTENSIONS + GIF_EXTENSIONS} or a folder of {IMAGE_EXTENSIONS} frames"
@@ -188,10 +259,13 @@ def read_video(
         raise ValueError(f"frame_stride must be >= 1, got {frame_stride}")
     if max_frames < 0:
         raise ValueError(f"max_frames must be >= 0, got {max_frames}")
-    iterator, fps = iter_video(path)
+    status = _StreamStatus()
+    iterator, fps = _open(Path(path), status)
     frames = []
     shape = None
+    decoded, stopped_early = 0, False
     for index, frame in enumerate(iterator):
+        decoded = index + 1
         if index % frame_stride:
             continue
         if shape is None:
@@ -202,11 +276,17 @@ def read_video(
             raise VideoReadError(f"{path}: frame {index} is {frame.shape}, earlier frames are {shape}")
         frames.append(transform(frame) if transform is not None else frame)
         if max_frames and len(frames) >= max_frames:
+            stopped_early = True
             break
     if hasattr(iterator, "close"):
         iterator.close()  # releases the decoder when max_frames stopped early
     if not frames:
-        raise VideoReadError(f"{path} decoded to zero frames (empty or corrupt)")
+        reason = f": {status.error}" if status.error else " (empty or corrupt)"
+        raise VideoReadError(f"{path} decoded to zero frames{reason}")
+    warning = ""
+    if not stopped_early and (status.error or decoded < status.expected_frames):
+        announced = f" of the {status.expected_frames} its container announces" if status.expected_frames else ""
+        warning = f"{path} is cut short: decoded {decoded} frames{announced}" + (f"; {status.error}" if status.error else "")
     fps = fps if fps > 0 else default_fps
     return VideoClip(
         frames=np.stack(frames),
@@ -214,93 +294,35 @@ def read_video(
         source=str(path),
         transform=transform if isinstance(transform, FrameTransform) else None,
         original_size=(int(shape[1]), int(shape[0])),
+        expected_frames=status.expected_frames,
+        decoded_frames=0 if stopped_early else decoded,
+        warning=warning,
     )
 
 
-@dataclass(frozen=True)
-class FrameTransform:
-    """Map frames of ``(width, height)`` pixels onto a ``size`` x ``size`` square.
+def write_mp4(path: str | Path, frames: list[np.ndarray] | np.ndarray, fps: float = 10.0) -> Path:
+    """Encode ``(T, H, W, 3)`` uint8 RGB frames as H.264 MP4 (yuv420p, plays everywhere) with PyAV.
 
-    The point map follows :mod:`arfm.coords` (pixel ``i`` covers ``[i, i + 1)``): a crop shifts
-    points by the crop offset, a resize scales them by the size ratio, a letterbox adds the pad.
-
-    Attributes:
-        width: source frame width in pixels.
-        height: source frame height in pixels.
-        mode: ``"center_crop"`` (default), ``"letterbox"`` or ``"resize"``.
-        size: output side (the model frame, 256).
+    Odd sizes are padded by one black row/column (4:2:0 chroma needs even sides). Written
+    directly to ``path``; wrap it in :func:`arfm.atomic.atomic_path` for an atomic write.
     """
+    import av
 
-    width: int
-    height: int
-    mode: ResizeMode = "center_crop"
-    size: int = MODEL_FRAME_SIZE
-
-    def __post_init__(self) -> None:
-        if self.width < 1 or self.height < 1:
-            raise ValueError(f"FrameTransform needs a positive frame size, got {self.width}x{self.height}")
-        if self.mode not in ("center_crop", "letterbox", "resize"):
-            raise ValueError(f"invalid FrameTransform mode {self.mode!r}: use 'center_crop', 'letterbox' or 'resize'")
-        if self.size < 1:
-            raise ValueError(f"FrameTransform size must be >= 1, got {self.size}")
-
-    def _affine(self) -> tuple[float, float, float, float]:
-        """``(scale_x, scale_y, offset_x, offset_y)`` with ``out = in * scale + offset``."""
-        w, h, s = self.width, self.height, self.size
-        if self.mode == "resize":
-            return s / w, s / h, 0.0, 0.0
-        if self.mode == "center_crop":
-            side = min(w, h)
-            crop_x, crop_y = (w - side) // 2, (h - side) // 2
-            scale = s / side
-            return scale, scale, -crop_x * scale, -crop_y * scale
-        new_w, new_h = self._letterbox_size()
-        # the resized image is pasted at integer offsets, and its size was rounded
-        return new_w / w, new_h / h, float((s - new_w) // 2), float((s - new_h) // 2)
-
-    def _letterbox_size(self) -> tuple[int, int]:
-        scale = self.size / max(self.width, self.height)
-        return max(1, round(self.width * scale)), max(1, round(self.height * scale))
-
-    def __call__(self, frame: np.ndarray) -> np.ndarray:
-        """Transform one ``(H, W, 3)`` uint8 frame to ``(size, size, 3)``."""
-        if frame.shape[:2] != (self.height, self.width):
-            raise ValueError(f"FrameTransform built for {self.width}x{self.height} got a frame of {frame.shape[1]}x{frame.shape[0]}")
-        s = self.size
-        if self.mode == "center_crop":
-            side = min(self.width, self.height)
-            x0, y0 = (self.width - side) // 2, (self.height - side) // 2
-            frame = frame[y0 : y0 + side, x0 : x0 + side]
-            return _resize(frame, s, s)
-        if self.mode == "resize":
-            return _resize(frame, s, s)
-        new_w, new_h = self._letterbox_size()
-        out = np.zeros((s, s, 3), dtype=np.uint8)
-        x0, y0 = (s - new_w) // 2, (s - new_h) // 2
-        out[y0 : y0 + new_h, x0 : x0 + new_w] = _resize(frame, new_w, new_h)
-        return out
-
-    def apply_points(self, points: np.ndarray) -> np.ndarray:
-        """Source pixel ``(..., 2)`` ``(x, y)`` -> output pixel coordinates."""
-        sx, sy, ox, oy = self._affine()
-        out = np.asarray(points, dtype=np.float64).copy()
-        out[..., 0] = out[..., 0] * sx + ox
-        out[..., 1] = out[..., 1] * sy + oy
-        return out.astype(np.float32)
-
-    def invert_points(self, points: np.ndarray) -> np.ndarray:
-        """Output pixel coordinates -> source pixel coordinates (inverse of :meth:`apply_points`)."""
-        sx, sy, ox, oy = self._affine()
-        out = np.asarray(points, dtype=np.float64).copy()
-        out[..., 0] = (out[..., 0] - ox) / sx
-        out[..., 1] = (out[..., 1] - oy) / sy
-        return out.astype(np.float32)
-
-
-def _resize(frame: np.ndarray, width: int, height: int) -> np.ndarray:
-    if frame.shape[1] == width and frame.shape[0] == height:
-        return np.ascontiguousarray(frame)
-    shrinking = width < frame.shape[1] or height < frame.shape[0]
-    # INTER_AREA averages when shrinking (no aliasing); linear is the usual choice to enlarge.
-    interpolation = cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR
-    return cv2.resize(frame, (width, height), interpolation=interpolation)
+    frames = np.asarray(frames)
+    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8 or len(frames) == 0:
+        raise ValueError(f"MP4 frames must be a non-empty (T, H, W, 3) uint8 array, got {frames.shape} {frames.dtype}")
+    if not (np.isfinite(fps) and fps > 0):
+        raise ValueError(f"MP4 fps must be a positive number, got {fps}")
+    height, width = frames.shape[1] + frames.shape[1] % 2, frames.shape[2] + frames.shape[2] % 2
+    codec = next((name for name in ("libx264", "h264", "mpeg4") if name in av.codecs_available), None)
+    if codec is None:
+        raise ValueError(f"cannot write {path}: this PyAV build has no H.264 or MPEG-4 encoder")
+    with av.open(str(path), mode="w", format="mp4") as container:
+        stream = container.add_stream(codec, rate=Fraction(fps).limit_denominator(1001))
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        for frame in frames:
+            padded = np.zeros((height, width, 3), np.uint8)
+            padded[: frame.shape[0], : frame.shape[1]] = frame
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(padded, format="rgb24")))
+        container.mux(stream.encode())  # flush the encoder's delayed frames
+    return Path(path)

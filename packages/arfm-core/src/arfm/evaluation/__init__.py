@@ -7,8 +7,28 @@
 - :mod:`arfm.evaluation.cli` — ``arfm eval``.
 """
 
-from arfm.evaluation.metrics import ClipScores, aggregate_scores, energy_score, score_clip
-from arfm.evaluation.protocol import ClipRequest, EvalProtocol, EvalResult, PredictorResult, evaluate, request_from_window
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from arfm.evaluation.metrics import ClipScores, aggregate_scores, energy_score, score_clip
+    from arfm.evaluation.protocol import ClipRequest, EvalProtocol, EvalResult, PredictorResult, evaluate, request_from_window
+
+# Loaded on first use: importing a light submodule (``report``, from a script's ``--help``) must
+# not pull in torch through this package's ``__init__``.
+_LAZY = {
+    **dict.fromkeys(("ClipScores", "aggregate_scores", "energy_score", "score_clip"), "arfm.evaluation.metrics"),
+    **dict.fromkeys(("ClipRequest", "EvalProtocol", "EvalResult", "PredictorResult", "evaluate", "request_from_window"), "arfm.evaluation.protocol"),
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'arfm.evaluation' has no attribute {name!r}")
+
 
 __all__ = [
     "ClipRequest",

@@ -128,7 +128,8 @@ class EvalResult:
         protocol: the protocol used.
         predictors: one result per predictor, in the order given.
         clip_ids: clips scored, in order.
-        skipped: ``{clip_id: reason}`` for clips no predictor could be scored on.
+        skipped: ``{clip_id: reason}`` for every clip left out: those no predictor could be scored
+            on and those the window reader dropped (too short, too little movement, bad data).
         qualitative: clips kept for the qualitative grid.
         frame_size: ``(width, height)`` of the frames the pixels refer to.
     """
@@ -195,6 +196,7 @@ def evaluate(
     windows: Iterable[tuple[str, TrackWindow]],
     protocol: EvalProtocol | None = None,
     total: int | None = None,
+    dropped: Mapping[str, str] | None = None,
 ) -> EvalResult:
     """Run every predictor on every window and score it.
 
@@ -208,6 +210,9 @@ def evaluate(
         windows: ``(clip_id, TrackWindow)`` pairs, e.g. from ``arfm.data.dataset.eval_windows``.
         protocol: horizon, samples and thresholds; the paper's by default.
         total: number of windows, for the progress bar, when known.
+        dropped: ``{clip_id: reason}`` of clips the window reader left out (e.g. the ``dropped``
+            dict that :func:`arfm.data.dataset.eval_windows` fills while ``windows`` is read);
+            read after the last window and added to ``EvalResult.skipped``.
     """
     protocol = protocol or EvalProtocol()
     if not predictors:
@@ -249,6 +254,9 @@ def evaluate(
         if keep:
             result.qualitative.append(qualitative)
         result.clip_ids.append(clip_id)
+    for clip_id, reason in (dropped or {}).items():
+        result.skipped.setdefault(clip_id, reason)
     if not result.clip_ids:
-        raise ValueError(f"no clip could be scored: {len(result.skipped)} skipped ({', '.join(sorted(set(result.skipped.values()))) or 'no windows given'})")
+        listing = "; ".join(f"{k}: {v}" for k, v in result.skipped.items()) or "no windows given"
+        raise ValueError(f"no clip could be scored: {len(result.skipped)} skipped ({listing})")
     return result

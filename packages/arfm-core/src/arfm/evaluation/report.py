@@ -17,10 +17,12 @@ import json
 import math
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from arfm.atomic import atomic_path
 
-from arfm.evaluation.protocol import EvalResult
+if TYPE_CHECKING:  # annotations only: writing a report file must not need torch
+    from arfm.evaluation.protocol import EvalResult
 
 
 OUTPUT_FILE_MODE = 0o644

@@ -6,12 +6,18 @@ The run is resumable: clips already on disk are skipped and leftovers of an inte
 are removed first, so rerunning after a kill gives the same dataset as an uninterrupted run
 (queries are seeded per clip from ``seed`` and the clip id, and LK is deterministic).
 Unreadable inputs are reported by name and skipped; the manifest is rebuilt at the end.
+
+Frames are stored as near-lossless H.264 by default (``frames_codec``, see
+:mod:`arfm.data.frame_codec`). With ``shard="i/n"`` the run labels only its share of the clips
+into ``<output>/shards/<i>-of-<n>/`` and the last shard to finish merges the index
+(:mod:`arfm.data.shards`), so many processes or machines can label one collection.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,10 +29,13 @@ import tyro
 from tqdm import tqdm
 
 from arfm.data.calvin import CalvinFormatError, Camera
-from arfm.data.clip_store import clip_exists, remove_partial_clips, write_clip, write_manifest
+from arfm.data.clip_store import CLIPS_DIR, clip_exists, remove_partial_clips, scan_clips, shard_dirs, write_clip, write_manifest
 from arfm.data.dataset import LabelledDataset
+from arfm.data.frame_codec import FRAMES_CODECS, FramesCodec
+from arfm.data.shards import parse_shard, shard_of, shard_root, try_merge_shards
 from arfm.data.video import ResizeMode, VideoReadError
-from arfm.labelling.sources import ClipSource, SourceFormat, discover_sources
+from arfm.labelling.lock import OutputLock
+from arfm.labelling.sources import ClipSource, Discovery, SourceFormat, discover_sources
 from arfm.tracking import PointTracker, build_tracker, make_queries
 from arfm.tracking.base import QueryLayout
 from arfm.tracking.lk import LKConfig
@@ -41,7 +50,8 @@ class LabelConfig:
     Attributes:
         input: folder of videos / frame folders, a single video, or a CALVIN dataset root.
         output: dataset root to create or complete.
-        format: ``auto`` detects CALVIN by its annotation file; ``folder`` or ``calvin`` force one.
+        format: ``auto`` detects CALVIN by its annotation file and LeRobot by ``meta/info.json``;
+            ``folder``, ``calvin`` or ``lerobot`` force one.
         tracker: ``lk`` (CPU default), ``cotracker3`` or ``bootstapir`` (need a checkpoint).
         tracker_checkpoint: local weights of a learned tracker.
         device: torch device of a learned tracker (default: CUDA when available).
@@ -57,8 +67,15 @@ class LabelConfig:
         captions: CSV of captions (columns path, caption[, fps]); default ``<input>/captions.csv``.
         caption_from_filename: caption clips that have none by their file name.
         calvin_camera: ``rgb_static`` or ``rgb_gripper`` for CALVIN input.
+        camera: LeRobot video key to label (default: the first video feature in meta/info.json).
         val_fraction: share of clips put in the ``val`` split (stable hash of the clip id).
         overwrite: relabel clips already present instead of skipping them.
+        frames_codec: how frames are stored: ``h264`` (near-lossless, about 23 times smaller than
+            raw), ``h264-lossless`` (exact, about 4 times smaller) or ``npy`` (raw arrays).
+        shard: ``i/n`` labels only the i-th of n disjoint subsets of the clips (a hash of the
+            clip id) into ``<output>/shards/<i>-of-<n>/``; ``env`` takes i and n from ``RANK``
+            and ``WORLD_SIZE`` (torchrun, accelerate launch). The last shard to finish merges
+            the index; ``arfm label --merge <output>`` merges by hand.
         seed: seed of the query placement.
         lk: settings of the LK tracker.
     """
@@ -80,8 +97,11 @@ class LabelConfig:
     captions: Path | None = None
     caption_from_filename: bool = False
     calvin_camera: Camera = "rgb_static"
+    camera: str | None = None
     val_fraction: float = 0.0
     overwrite: bool = False
+    frames_codec: FramesCodec = "h264"
+    shard: str | None = None
     seed: int = 0
     lk: LKConfig = field(default_factory=LKConfig)
 
@@ -96,11 +116,17 @@ class LabelConfig:
             (0.0 <= self.val_fraction <= 1.0, "val_fraction", "must lie in [0, 1]"),
             (self.tracker in ("lk", "cotracker3", "bootstapir"), "tracker", f"unknown tracker {self.tracker!r}"),
             (self.resize in ("center_crop", "letterbox", "resize"), "resize", f"unknown mode {self.resize!r}"),
-            (self.format in ("auto", "folder", "calvin"), "format", f"unknown format {self.format!r}"),
+            (self.format in ("auto", "folder", "calvin", "lerobot"), "format", f"unknown format {self.format!r}"),
+            (self.frames_codec in FRAMES_CODECS, "frames_codec", f"unknown codec {self.frames_codec!r}, use one of {FRAMES_CODECS}"),
         ]
         for ok, name, message in checks:
             if not ok:
                 raise ValueError(f"invalid label config field '{name}': {message}")
+        if self.shard is not None:
+            try:
+                parse_shard(self.shard)
+            except ValueError as exc:
+                raise ValueError(f"invalid label config field 'shard': {exc}") from None
         self.input, self.output = Path(self.input), Path(self.output)
         if self.captions is not None:
             self.captions = Path(self.captions)
@@ -119,6 +145,9 @@ class LabelSummary:
     dataset_clips: int = 0
     dataset_tracks: int = 0
     mean_visibility: float = float("nan")
+    shard: str = ""
+    assigned: int = 0
+    merged_clips: int | None = None
 
     def format(self) -> str:
         """A few lines for the terminal."""
@@ -126,8 +155,14 @@ class LabelSummary:
         lines = [
             f"labelled {len(self.labelled)} clips, {len(self.already_present)} already present, {len(self.failed)} failed "
             f"in {self.seconds:.1f} s ({per_clip:.2f} s per labelled clip)",
-            f"dataset: {self.dataset_clips} clips, {self.dataset_tracks} tracks, mean visibility {self.mean_visibility:.3f}",
+            f"{'shard ' + self.shard if self.shard else 'dataset'}: {self.dataset_clips} clips, {self.dataset_tracks} tracks, "
+            f"mean visibility {self.mean_visibility:.3f}",
         ]
+        if self.shard:
+            lines.append(
+                f"merged all shards: {self.merged_clips} clips in the index" if self.merged_clips is not None
+                else "other shards have not finished: the last one merges the index (or run `arfm label --merge OUTPUT`)"
+            )
         lines += [f"  skipped {name}: {reason}" for name, reason in self.failed]
         lines += [f"  warning: {w}" for w in self.warnings]
         return "\n".join(lines)
@@ -143,9 +178,15 @@ def clip_seed(seed: int, clip_id: str) -> int:
 _READ_ERRORS = (VideoReadError, CalvinFormatError, cv2.error, OSError, EOFError, ValueError)
 
 
-def label_clip(source: ClipSource, cfg: LabelConfig, tracker: PointTracker) -> Path | str:
-    """Decode, track and write one clip; return its directory, or a reason it was skipped."""
+def label_clip(source: ClipSource, cfg: LabelConfig, tracker: PointTracker, warnings: list[str] | None = None) -> Path | str:
+    """Decode, track and write one clip; return its directory, or a reason it was skipped.
+
+    A video cut mid-stream is labelled with the frames it has; the reason goes to ``warnings``
+    and to the clip's ``meta.json`` (``cut_short``), which the manifest repeats.
+    """
     frames, fps, info = source.load(cfg.resize, cfg.max_frames, cfg.frame_stride, cfg.default_fps, cfg.calvin_camera)
+    if "cut_short" in info and warnings is not None:
+        warnings.append(f"{source.clip_id}: {info['cut_short']['reason']}")
     if len(frames) < cfg.min_frames:
         return f"only {len(frames)} frames (min_frames={cfg.min_frames})"
     queries = make_queries(
@@ -160,7 +201,10 @@ def label_clip(source: ClipSource, cfg: LabelConfig, tracker: PointTracker) -> P
         "query_frames": sorted({int(t) for t in queries[:, 0]}),
         **info,
     }
-    return write_clip(cfg.output, source.clip_id, frames, tracks, visible, fps, source.caption, source.source, extra, overwrite=cfg.overwrite)
+    return write_clip(
+        cfg.output, source.clip_id, frames, tracks, visible, fps, source.caption, source.source, extra,
+        overwrite=cfg.overwrite, frames_codec=cfg.frames_codec,
+    )
 
 
 def label_dataset(cfg: LabelConfig, tracker: PointTracker | None = None, progress: bool = True) -> LabelSummary:
@@ -173,24 +217,63 @@ def label_dataset(cfg: LabelConfig, tracker: PointTracker | None = None, progres
 
     Raises:
         FileNotFoundError / ValueError: the input is missing, empty or malformed as a whole.
+        OutputInUseError: another labelling process is writing to ``cfg.output``.
     """
     start_time = time.perf_counter()
-    discovery = discover_sources(cfg.input, cfg.format, cfg.captions, cfg.caption_from_filename)
+    discovery = discover_sources(cfg.input, cfg.format, cfg.captions, cfg.caption_from_filename, cfg.camera)
+    if cfg.shard is None:
+        if shard_dirs(cfg.output):
+            raise ValueError(f"output {cfg.output} was labelled in shards: label it with --shard i/n too, or use another output")
+        # Held for the whole run: the cleanup below would delete another live run's clips in progress.
+        with OutputLock(cfg.output):
+            return _label_locked(cfg, discovery, tracker, progress, start_time)
+    index, count = parse_shard(cfg.shard)
+    if _has_flat_clips(cfg.output):
+        raise ValueError(f"output {cfg.output} holds unsharded clips in {CLIPS_DIR}/: label it without --shard, or use another output")
+    discovery = dataclasses.replace(discovery, sources=[s for s in discovery.sources if shard_of(s.clip_id, count) == index])
+    shard_cfg = dataclasses.replace(cfg, output=shard_root(cfg.output, index, count), shard=None)
+    if shard_cfg.device is None and cfg.tracker != "lk" and "LOCAL_RANK" in os.environ:
+        shard_cfg.device = f"cuda:{os.environ['LOCAL_RANK']}"  # one GPU per rank under torchrun / accelerate
+    with OutputLock(shard_cfg.output):  # shards lock separately: n runs go ahead side by side
+        summary = _label_locked(shard_cfg, discovery, tracker, progress, start_time)
+    summary.shard, summary.assigned = f"{index}/{count}", len(discovery.sources)
+    merged = try_merge_shards(cfg.output)
+    summary.merged_clips = None if merged is None else len(merged["clips"])
+    return summary
+
+
+def _has_flat_clips(output: Path) -> bool:
+    """Whether ``output/clips`` holds any clip (complete or partial)."""
+    clips = output / CLIPS_DIR
+    return clips.is_dir() and any(clips.iterdir())
+
+
+def _labelled_sources(output: Path) -> dict[str, str]:
+    """Real source path -> clip id of the clips on disk, so a dataset labelled under another
+    id scheme (before ids kept the extension) resumes instead of labelling its clips twice."""
+    return {str(Path(e["source"]).resolve()): e["clip_id"] for e in scan_clips(output) if e.get("source")}
+
+
+def _label_locked(cfg: LabelConfig, discovery: Discovery, tracker: PointTracker | None, progress: bool, start_time: float) -> LabelSummary:
     summary = LabelSummary(warnings=list(discovery.warnings))
-    cfg.output.mkdir(parents=True, exist_ok=True)
     for name in remove_partial_clips(cfg.output):
         summary.warnings.append(f"removed the leftover of an interrupted write: {name}")
     if tracker is None:
         tracker = build_tracker(cfg.tracker, cfg.tracker_checkpoint, cfg.device, cfg.lk)
+    on_disk = {} if cfg.overwrite else _labelled_sources(cfg.output)
     bar = tqdm(discovery.sources, desc="labelling", unit="clip", disable=not progress)
     for source in bar:
         bar.set_postfix_str(source.clip_id[-40:])
         if clip_exists(cfg.output, source.clip_id) and not cfg.overwrite:
             summary.already_present.append(source.clip_id)
             continue
+        legacy_id = on_disk.get(str(source.path.resolve())) if source.kind in ("video", "frames") else None
+        if legacy_id:  # one file, one clip: only plain videos and frame folders can match this way
+            summary.already_present.append(legacy_id)
+            continue
         clip_start = time.perf_counter()
         try:
-            result = label_clip(source, cfg, tracker)
+            result = label_clip(source, cfg, tracker, summary.warnings)
         except _READ_ERRORS as exc:
             summary.failed.append((source.source, str(exc)))
             continue

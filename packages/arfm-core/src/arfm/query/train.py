@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Literal
 
 from arfm.checkpoint import load_weights, read_checkpoint_config
-from arfm.config import TRAIN_PRESETS
+from arfm.config import TRAIN_PRESETS, config_from_dict
 from arfm.query.data import LabelledQueryDataset, SyntheticQueryDataset
 from arfm.query.model import QueryInfoPredictor, QueryPredictorConfig, collate_queries, tiny_query_config
 from arfm.train import fit
@@ -44,7 +44,7 @@ class TrainQueryCommand:
 def load_query_model(ckpt_dir: str | Path, device: str = "cpu") -> QueryInfoPredictor:
     """Rebuild a trained query-information predictor from its checkpoint directory."""
     meta = read_checkpoint_config(ckpt_dir, expected_kind=QueryInfoPredictor.__name__)
-    model = QueryInfoPredictor(QueryPredictorConfig(**meta["model"]))
+    model = QueryInfoPredictor(config_from_dict(QueryPredictorConfig, meta["model"], "query model"))  # a wrong type names its field
     return load_weights(model, ckpt_dir, use_ema=True).to(device).eval()
 
 
@@ -67,4 +67,6 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from arfm.errors import run_cli
+
+    run_cli(main, "arfm train-query")
