@@ -65,7 +65,7 @@ class DemoCommand:
     out: Path = Path("demo_out")
     checkpoint: Path = DEMO_CHECKPOINT
     train: bool = False
-    train_data: Path = REPO / "data" / "sim"
+    train_data: Path = REPO / "runs" / "sim_data"  # ignored by git: the dataset is ~3.2 GB
     sim_seed: int = 9000
     sim_episodes: int = 8
     max_sim: int = 3
@@ -93,16 +93,18 @@ def with_ramp_legend(image: np.ndarray, steps: int) -> np.ndarray:
     return np.concatenate([image, strip], axis=0)
 
 
-def panel(frame: np.ndarray, tracks: np.ndarray, visible: np.ndarray | None, upto: int | None, title: str) -> np.ndarray:
+def panel(frame: np.ndarray, tracks: np.ndarray, visible: np.ndarray | None, upto: int | None, title: str, scale: int = 2) -> np.ndarray:
     """One titled, legended panel: tracks ``(N, S, 2)`` drawn up to step ``upto``."""
-    return with_ramp_legend(label(draw_tracks(frame, tracks, visible, upto=upto), title), tracks.shape[1] - 1)
+    return with_ramp_legend(label(draw_tracks(frame, tracks, visible, upto=upto, scale=scale), title), tracks.shape[1] - 1)
 
 
-def side_by_side(frames: np.ndarray, panels: list[tuple[str, np.ndarray, np.ndarray | None]], every: int = 2) -> list[np.ndarray]:
+def side_by_side(frames: np.ndarray, panels: list[tuple[str, np.ndarray, np.ndarray | None]], every: int = 2,
+                 scale: int = 2) -> list[np.ndarray]:
     """Animation frames (every ``every``-th step, the last always) of titled panels side by side."""
     steps = panels[0][1].shape[1]
     shown = sorted(set(range(0, steps, every)) | {steps - 1})
-    return [np.concatenate([panel(frames[min(t, len(frames) - 1)], tr, vis, t, title) for title, tr, vis in panels], axis=1) for t in shown]
+    return [np.concatenate([panel(frames[min(t, len(frames) - 1)], tr, vis, t, title, scale) for title, tr, vis in panels], axis=1)
+            for t in shown]
 
 
 def score(samples: np.ndarray, truth: np.ndarray, visible: np.ndarray) -> tuple[int, float, float]:
@@ -121,18 +123,21 @@ def predict_window(model, window, num_samples: int, horizon: int, generator: tor
 
 
 def draw_window(out: Path, name: str, frames: np.ndarray, rows: list[tuple[str, np.ndarray]], truth: np.ndarray,
-                visible: np.ndarray, truth_title: str) -> tuple[Path, np.ndarray, list[str]]:
-    """GIF of each predictor's best sample next to the truth; returns it, its first-frame strip and text lines."""
+                visible: np.ndarray, truth_title: str, scale: int = 2, every: int = 2) -> tuple[Path, np.ndarray, list[str]]:
+    """GIF of each predictor's best sample next to the truth; returns it, its first-frame strip and text lines.
+
+    Real footage compresses badly as GIF: its callers pass ``scale=1, every=3`` to stay under ~3 MB.
+    """
     still = np.repeat(truth[:, :1], truth.shape[1], axis=1)
     _, still_delta, still_ade = score(still[None], truth, visible)
     panels, lines = [], []
     for title, samples in rows:
         best, delta, ade = score(samples, truth, visible)
-        panels.append((f"{title}: dAvg {delta:.2f} ADE {ade:.0f}px", samples[best], None))
+        panels.append((f"{title}: dAvg {delta:.2f} ADE {ade:.0f}px", samples[best], None))  # dAvg = <delta^x_avg
         lines.append(f"  {name} {title}: <d_avg {delta:.3f}, ADE {ade:.1f} px (no movement {still_delta:.3f}, {still_ade:.1f} px)")
-    panels.append((f"{truth_title} | still: dAvg {still_delta:.2f} ADE {still_ade:.0f}", truth, visible))
-    gif = write_gif(out / f"{name}.gif", side_by_side(frames, panels))
-    strip = np.concatenate([panel(frames[0], tr, vis, None, title) for title, tr, vis in panels], axis=1)
+    panels.append((f"{truth_title}|still {still_delta:.2f} {still_ade:.0f}px", truth, visible))
+    gif = write_gif(out / f"{name}.gif", side_by_side(frames, panels, every, scale))
+    strip = np.concatenate([panel(frames[0], tr, vis, None, title, 2) for title, tr, vis in panels], axis=1)
     return gif, strip, lines
 
 
@@ -160,7 +165,7 @@ def sim_part(cmd: DemoCommand, model, generator: torch.Generator) -> tuple[list[
             break
         samples = predict_window(model, window, cmd.num_samples, cmd.horizon, generator)
         frames = np.asarray(data.open_arrays(clip_id)["frames"][: cmd.horizon + 1])
-        gif, strip, lines = draw_window(cmd.out, clip_id, frames, [(f"ARFM best of {cmd.num_samples} (unseen)", samples)],
+        gif, strip, lines = draw_window(cmd.out, clip_id, frames, [(f"ARFM best of {cmd.num_samples}, unseen", samples)],
                                         window.tracks.numpy(), window.visible.numpy(), "truth (sim)")
         print("\n".join(lines) + f" -> {gif}")
         gifs.append(gif)
@@ -200,9 +205,9 @@ def real_part(cmd: DemoCommand, model, generator: torch.Generator) -> tuple[list
         if len(gifs) >= cmd.max_real:
             break
         frames = np.asarray(data.open_arrays(clip_id)["frames"][: cmd.horizon + 1])
-        preds = [(f"{name} (held-out clip)", predict_window(m, window, cmd.num_samples, cmd.horizon, generator)) for name, m in rows]
-        gif, strip, lines = draw_window(cmd.out, f"real_{clip_id}", frames, preds, window.tracks.numpy(), window.visible.numpy(),
-                                        "LK pseudo-labels")
+        preds = [(name, predict_window(m, window, cmd.num_samples, cmd.horizon, generator)) for name, m in rows]
+        gif, strip, lines = draw_window(cmd.out, f"real_heldout_{Path(clip_id).stem}", frames, preds, window.tracks.numpy(),
+                                        window.visible.numpy(), "LK labels", scale=1, every=3)
         print("\n".join(lines) + f" -> {gif}")
         gifs.append(gif)
         strips.append(strip)
@@ -219,7 +224,7 @@ def run_demo(cmd: DemoCommand) -> list[Path]:
         from sim_data import build_sim_dataset
 
         print(f"[train] simulating the training episodes into {cmd.train_data} and training the flow run")
-        build_sim_dataset(cmd.train_data, train_episodes=60, val_episodes=12)
+        build_sim_dataset(cmd.train_data, train_episodes=49, val_episodes=12)  # the committed run (RESULTS.md)
         table1_sim.main(["--data", str(cmd.train_data), "--only", "flow", "--train-demo-checkpoint"])
         cmd.checkpoint = DEMO_CHECKPOINT
     if not (cmd.checkpoint / "config.json").is_file():

@@ -3,6 +3,7 @@
     python experiments/sim_data.py --out data/sim --train-episodes 60 --val-episodes 12   # exact-track clips
     python experiments/table1_sim.py --data data/sim                                      # train, curves, table
     python experiments/table1_sim.py --data data/sim --train-demo-checkpoint              # + checkpoints/tiny-sim
+    python experiments/table1_sim.py --data data/sim --diagnose --skip-table              # target scales, motion check
 
 Config: ``experiments/configs/table1_sim.json``. Each run (flow = ARFM, regression = the Table 5
 ablation) trains the tiny preset on the ``train`` split (scene seeds the held-out episodes never
@@ -49,20 +50,21 @@ class SimRun:
         batch_size: windows per step.
         lr: AdamW learning rate.
         shift_scale: pixels per model unit of a shift (``ModelConfig.shift_scale``).
-        cache_window: sliding KV window of the rollout (``ModelConfig.cache_window``).
+        cache_window: ``ModelConfig.cache_window``, the streaming KV window saved with the checkpoint
+            (``model.sample`` itself attends to every past row).
         seed: training seed.
     """
 
     objective: str = "flow"
-    steps: int = 400
-    chunks: int = 4
-    horizon: int = 32
+    steps: int = 240
+    chunks: int = 3
+    horizon: int = 16
     max_cond_frames: int = 1
-    num_points: int = 64
+    num_points: int = 48
     batch_size: int = 8
     lr: float = 1e-3
     shift_scale: float = 1.0
-    cache_window: int = 32
+    cache_window: int = 16
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -95,7 +97,7 @@ class SimTableConfig:
     runs: dict[str, SimRun] = field(default_factory=dict)
     rows: dict[str, str] = field(default_factory=dict)
     eval: dict = field(default_factory=dict)
-    curve_windows: int = 6
+    curve_windows: int = 3
     runs_dir: str = "runs/table1_sim"
     out: str = "runs/table1_sim/table"
 
@@ -119,7 +121,11 @@ class SimTableCommand:
         config: table config JSON.
         only: train/evaluate only these runs (comma-separated names); the table needs all.
         skip_table: train and write curves only.
+        diagnose: print the target-scale statistics of the training data and, per trained run,
+            how far / in which direction it moves the moving points of the curve windows.
         train_demo_checkpoint: copy the flow run to ``checkpoints/tiny-sim`` afterwards.
+        max_clips: override the number of held-out windows of the table (0 = all of them).
+        out: override the table's output folder.
         threads: torch CPU threads.
     """
 
@@ -127,7 +133,10 @@ class SimTableCommand:
     config: Path = REPO / "experiments" / "configs" / "table1_sim.json"
     only: str = ""
     skip_table: bool = False
+    diagnose: bool = False
     train_demo_checkpoint: bool = False
+    max_clips: int | None = None
+    out: Path | None = None
     threads: int = 1
 
 
@@ -216,6 +225,60 @@ def plot_curves(curves: dict[str, list[dict]], baseline: dict, path: Path) -> Pa
     return path
 
 
+def shift_statistics(data: Path, num_points: int = 48, horizon: int = 16, every: int = 3, seed: int = 0) -> dict:
+    """Scale of the flow targets: per-step shifts of all tracks and of the §3.1 movement-weighted draw (px)."""
+    import numpy as np
+
+    from arfm.data.dataset import open_labelled_dataset
+    from arfm.data.subsample import DEFAULT_TEMPERATURE, sample_tracks
+
+    train = open_labelled_dataset(data, split="train")
+    rng = np.random.default_rng(seed)
+    every_shift, drawn_shift = [], []
+    for index in range(0, len(train), every):
+        arrays = train.open_arrays(index)
+        tracks, visible = np.asarray(arrays["tracks"], np.float32), np.asarray(arrays["visible"])
+        if tracks.shape[1] <= horizon:
+            continue
+        start = int(rng.integers(0, tracks.shape[1] - horizon))
+        tracks, visible = tracks[:, start : start + horizon + 1], visible[:, start : start + horizon + 1]
+        chosen = sample_tracks(tracks, visible, num_points, 1, rng, DEFAULT_TEMPERATURE)
+        shifts, ok = np.diff(tracks, axis=1), visible[:, 1:] & visible[:, :-1]
+        every_shift.append(shifts[ok])
+        drawn_shift.append(shifts[chosen][ok[chosen]])
+    a, b = np.concatenate(every_shift), np.concatenate(drawn_shift)
+    speed = np.linalg.norm(b, axis=-1)
+    return {"std_all_px": a.std(0).round(3).tolist(), "std_drawn_px": b.std(0).round(3).tolist(),
+            "still_fraction_drawn": round(float((speed < 0.1).mean()), 3),
+            "speed_drawn_p90_p99_px": np.percentile(speed, [90, 99]).round(2).tolist()}
+
+
+def motion_diagnostic(ckpt: Path, windows: list, num_samples: int = 5, seed: int = 0) -> list[dict]:
+    """Per window: how far the predictions move the truly moving points (> 10 px at step 50), and in which direction."""
+    import numpy as np
+    import torch
+
+    from arfm.checkpoint import load_model
+
+    model = load_model(ckpt)
+    draws = num_samples if model.config.objective == "flow" else 1
+    generator = torch.Generator().manual_seed(seed)
+    rows = []
+    for clip_id, window in windows:
+        start = window.tracks[:, :1]
+        future = model.sample(window.frames[:1][None], start[None], [window.caption], horizon=50, num_samples=draws, generator=generator)[0].numpy()
+        truth = window.tracks.numpy()
+        true_d, pred_d = truth[:, -1] - truth[:, 0], future[:, :, -1] - truth[None, :, 0]
+        moving = np.linalg.norm(true_d, axis=-1) > 10
+        cos = (pred_d[:, moving] * true_d[moving]).sum(-1) / (
+            np.linalg.norm(pred_d[:, moving], axis=-1) * np.linalg.norm(true_d[moving], axis=-1) + 1e-6)
+        rows.append({"clip": clip_id, "moving_points": int(moving.sum()),
+                     "true_px": round(float(np.linalg.norm(true_d[moving], axis=-1).mean()), 1),
+                     "predicted_px": round(float(np.linalg.norm(pred_d[:, moving], axis=-1).mean()), 1),
+                     "cosine_mean": round(float(cos.mean()), 2), "cosine_best_sample": round(float(cos.mean(1).max()), 2)})
+    return rows
+
+
 def export_demo_checkpoint(ckpt: Path, target: Path = DEMO_CHECKPOINT) -> Path:
     """Copy a run's EMA weights (as ``model.safetensors``) and config: a small, loadable checkpoint."""
     weights = ckpt / "ema.safetensors"
@@ -251,6 +314,11 @@ def main(argv: list[str] | None = None) -> None:
     checkpoints, curves = {}, {}
     for name in names:
         checkpoints[name], curves[name] = train_with_curve(name, cfg.runs[name], cmd.data, runs_dir, windows)
+    if cmd.diagnose:
+        print("shift statistics:", json.dumps(shift_statistics(cmd.data)))
+        for name in names:
+            for row in motion_diagnostic(checkpoints[name], windows):
+                print(f"[{name}] motion:", json.dumps(row))
     baseline = baseline_on(windows)
     plot_curves(curves, baseline, runs_dir / f"learning_curves{'_' + '_'.join(names) if cmd.only else ''}.png")
     if cmd.train_demo_checkpoint:
@@ -267,8 +335,9 @@ def main(argv: list[str] | None = None) -> None:
             spec = spec.replace(f"{{ckpt:{name}}}", str(ckpt))
         predictors[label] = build_predictor(spec)
     started = time.perf_counter()
-    eval_cfg = EvalConfig(data=cmd.data, predictors=",".join(predictors), out=_resolve(cfg.out),
-                          title="Table 1, simulator analogue (held-out seeds, exact tracks)", **cfg.eval)
+    eval_options = {**cfg.eval, **({"max_clips": cmd.max_clips} if cmd.max_clips is not None else {})}
+    eval_cfg = EvalConfig(data=cmd.data, predictors=",".join(predictors), out=cmd.out or _resolve(cfg.out),
+                          title="Table 1, simulator analogue (held-out seeds, exact tracks)", **eval_options)
     result, paths = run_eval(eval_cfg, predictors=predictors)
     notes = ["", "### Runs", ""]
     for name in names:

@@ -130,9 +130,11 @@ def run_training(args: TrainArgs) -> tuple[Path, list[float]]:
     loader = DataLoader(
         dataset, batch_size=per_process, shuffle=True, collate_fn=collate_items, drop_last=len(dataset) > per_process, num_workers=args.num_workers,
     )
+    # Built before `prepare` (which patches the model's forward for mixed precision: a copy made
+    # after it would share the patched method), then moved to the training device with the model.
+    ema = EMA(model, beta=args.ema_decay, update_every=args.ema_update_every, update_after_step=args.ema_start, include_online_model=False)
     model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
-    # Built on the prepared model, so the copy lives on the training device.
-    ema = EMA(accelerator.unwrap_model(model), beta=args.ema_decay, update_every=args.ema_update_every, update_after_step=args.ema_start, include_online_model=False)
+    ema.to(accelerator.device)
     start = 0
     if state is not None:
         optimizer.load_state_dict(state["optimizer"])

@@ -62,6 +62,9 @@ class TrainArgs:
         seed: seeds the model init and the batch order.
         resume: continue from ``<out>/checkpoint``.
         mixed_precision: ``no``, ``fp16`` or ``bf16`` (accelerate).
+        track_encoder_init: weights for the track encoder from
+            ``python -m integrations.gr1.pretrain_tracks`` (pre-trained on ground-truth tracks);
+            ``None``: random init, trained jointly only. Ignored on ``--resume``.
         cache_frames: resize the cameras to the policy's ``image_size`` when a frame is first read
             and keep them in memory (small datasets and the tiny preset: ~25 kB per frame at 32 px;
             the batches are the same up to float rounding).
@@ -89,6 +92,7 @@ class TrainArgs:
     resume: bool = False
     mixed_precision: Literal["no", "fp16", "bf16"] = "no"
     cache_frames: bool = False
+    track_encoder_init: str | None = None
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "log_every", "save_every", "stride"):
@@ -221,6 +225,12 @@ def main(args: TrainArgs) -> Path:
     if args.resume and resume_dir is None:
         raise FileNotFoundError(f"--resume given but no checkpoint with a training state under {out}")
     policy = GR1Policy.from_pretrained(resume_dir) if resume_dir else GR1Policy(args.model_config())
+    if args.track_encoder_init is not None and resume_dir is None:
+        from integrations.gr1.pretrain_tracks import load_track_encoder
+
+        if not policy.config.use_tracks:
+            raise ValueError("track_encoder_init was given but use_tracks is False: the policy has no track encoder")
+        load_track_encoder(policy.track_encoder, args.track_encoder_init)
     config = policy.config
     dataset = CalvinWindowDataset(
         args.data, window=config.window, video_offset=config.video_offset, track_len=config.track_len, with_tracks=config.use_tracks,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import shutil
 from pathlib import Path
@@ -16,6 +17,7 @@ from arfm.data.frame_codec import GOP, EncodedFrames, encode_frames
 from arfm.data.shards import IncompleteShardsError, merge_shards, parse_shard, shard_of
 from arfm.labelling import LabelConfig, label_dataset
 from arfm.labelling.cli import main as label_main
+from arfm.labelling.cli import parse_args
 
 
 def smooth_frames(num=20, size=256, seed=0):
@@ -56,9 +58,15 @@ def test_encoded_frames_random_access_matches_full_decode(tmp_path):
 
 
 def test_lossless_codec_is_exact(tmp_path):
-    frames = smooth_frames(10, seed=3)
+    frames = smooth_frames(10, size=64, seed=3)  # any even size: the decoder reports the true one
     encode_frames(tmp_path / "frames.mp4", frames, "h264-lossless")
-    np.testing.assert_array_equal(EncodedFrames(tmp_path / "frames.mp4", 10)[2:9], frames[2:9])
+    lazy = EncodedFrames(tmp_path / "frames.mp4", 10)
+    np.testing.assert_array_equal(lazy[2:9], frames[2:9])
+    assert lazy.shape == (10, 64, 64, 3)
+    with pytest.raises(ValueError, match="even height and width"):
+        encode_frames(tmp_path / "odd.mp4", frames[:, :63, :63], "h264")
+    with pytest.raises(ValueError, match="unknown frames codec"):
+        encode_frames(tmp_path / "x.mp4", frames, "av1")
 
 
 @pytest.mark.parametrize("codec", ["h264", "npy"])
@@ -112,8 +120,12 @@ def test_format_1_dataset_still_reads(tmp_path):
     np.testing.assert_array_equal(np.asarray(clip.frames), frames)
 
 
-def test_parse_shard_and_assignment():
+def test_parse_shard_and_assignment(monkeypatch):
     assert parse_shard("1/4") == (1, 4)
+    monkeypatch.setenv("RANK", "3")
+    monkeypatch.setenv("WORLD_SIZE", "8")
+    assert parse_shard("env") == (3, 8)  # torchrun / accelerate launch: one rank per shard
+    assert parse_args(["in", "out", "--shard", "1/2", "--frames-codec", "npy"]).shard == "1/2"
     for bad in ("4/4", "-1/2", "1", "a/b", "1/0"):
         with pytest.raises(ValueError, match="shard"):
             parse_shard(bad)
@@ -194,3 +206,69 @@ def test_merge_refuses_a_clip_in_two_shards(tmp_path):
     shutil.rmtree(tmp_path / "shards" / "00001-of-00002")
     with pytest.raises(IncompleteShardsError):
         merge_shards(tmp_path)
+    (tmp_path / "shards" / "notes").mkdir()
+    with pytest.raises(ValueError, match="not shards"):
+        merge_shards(tmp_path)
+
+
+class Pipe(io.RawIOBase):
+    """A readable stream that cannot seek, like a pipe or an HTTP body."""
+
+    def __init__(self, data: bytes) -> None:
+        self._data = io.BytesIO(data)
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        return self._data.readinto(buffer)
+
+
+def test_tar_shards_stream_and_random_access(tmp_path):
+    from arfm.data.tar_shards import iter_tar_shard, pack_tar_shards
+
+    root = tmp_path / "data"
+    for i, codec in enumerate(["h264", "npy", "h264"]):
+        tracks, visible = moving_tracks(12, seed=i)
+        write_clip(root, f"c{i}", smooth_frames(12, seed=i), tracks, visible, fps=10.0 + i, caption=f"cap {i}", frames_codec=codec)
+    write_manifest(root, val_fraction=0.5)
+    index = pack_tar_shards(root, tmp_path / "tars", clips_per_shard=2)
+    assert index["tars"] == ["shard-00000.tar", "shard-00001.tar"] and [e["clip_id"] for e in index["clips"]] == ["c0", "c1", "c2"]
+    again = pack_tar_shards(root, tmp_path / "tars2", clips_per_shard=2)  # reproducible bytes
+    assert (tmp_path / "tars" / "shard-00000.tar").read_bytes() == (tmp_path / "tars2" / "shard-00000.tar").read_bytes()
+    assert again == index
+
+    folder, tars = open_labelled_dataset(root), open_labelled_dataset(tmp_path / "tars")
+    assert type(tars).__name__ == "TarShardDataset" and tars.clip_ids == folder.clip_ids
+    assert [e["split"] for e in tars.entries] == [e["split"] for e in folder.entries]
+    # sequential reading: from a non-seekable stream, in order
+    streamed = list(iter_tar_shard(Pipe((tmp_path / "tars" / "shard-00000.tar").read_bytes())))
+    streamed += list(iter_tar_shard(tmp_path / "tars" / "shard-00001.tar"))
+    assert [c.clip_id for c in streamed] == ["c0", "c1", "c2"]
+    for clip_id, stream_clip in zip(folder.clip_ids, streamed):
+        want, got = folder.load_clip(clip_id), tars.load_clip(clip_id)
+        for clip in (got, stream_clip):
+            np.testing.assert_array_equal(clip.tracks, want.tracks)
+            np.testing.assert_array_equal(clip.visible, want.visible)
+            np.testing.assert_array_equal(np.asarray(clip.frames), np.asarray(want.frames))
+            assert (clip.fps, clip.caption) == (want.fps, want.caption)
+        np.testing.assert_array_equal(got.frames[5:9], np.asarray(want.frames)[5:9])
+    # training and evaluation read the tar set directly
+    train = LabelledTrackDataset(tmp_path / "tars", split="all", num_points=8, horizon=4, max_cond_frames=2)
+    assert len(train) == 3 and train[1].tracks.shape == (8, 6, 2)
+    assert [cid for cid, _ in eval_windows(tmp_path / "tars", num_points=5, horizon=6, min_movement=0.0)] == ["c0", "c1", "c2"]
+
+
+def test_single_frame_reads_decode_each_group_once(tmp_path, monkeypatch):
+    frames = smooth_frames(20, seed=4)
+    encode_frames(tmp_path / "frames.mp4", frames)
+    lazy = EncodedFrames(tmp_path / "frames.mp4", 20)
+    full = np.asarray(lazy)
+    calls = []
+    read = EncodedFrames.read
+    monkeypatch.setattr(EncodedFrames, "read", lambda self, a, b: calls.append((a, b)) or read(self, a, b))
+    played = np.stack([lazy[t] for t in range(20)])  # e.g. drawing an animation frame by frame
+    np.testing.assert_array_equal(played, full)
+    assert calls == [(0, GOP), (GOP, 2 * GOP), (2 * GOP, 20)]
+    played[0] = 0  # a returned frame is a copy: the cached group is untouched
+    np.testing.assert_array_equal(lazy[0], full[0])

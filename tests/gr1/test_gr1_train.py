@@ -172,3 +172,30 @@ def test_cached_small_frames_give_the_policy_the_same_inputs(data: Path, tmp_pat
     assert torch.equal(again["rgb_static"], b["rgb_static"]) and torch.equal(again["actions"], b["actions"])
     with pytest.raises(FileNotFoundError, match="episode_"):
         full[0]
+
+
+def test_track_encoder_pretraining_fits_actions_and_initialises_the_policy(data: Path, tmp_path: Path) -> None:
+    from safetensors.torch import save_file
+
+    from integrations.gr1.pretrain_tracks import PretrainArgs, load_track_encoder, pretrain, track_action_pairs
+
+    tracks, actions = track_action_pairs(CalvinWindowDataset(data, max_points=64))
+    assert tracks.shape[2:] == (16, 2) and actions.shape == (tracks.shape[0], 7) and len(tracks) > 20
+    weights = tmp_path / "enc.safetensors"
+    stats = pretrain(PretrainArgs(data=str(data), out=str(weights), steps=60, batch_size=16))
+    assert weights.is_file() and json.loads(weights.with_suffix(".json").read_text())["frames"] == tracks.shape[0]
+    assert stats["last_loss"] < stats["first_loss"]
+    ckpt = main(args(data, tmp_path / "run", steps=1, lr=1e-12, warmup_steps=0, track_encoder_init=str(weights)))
+    from safetensors.torch import load_file
+
+    loaded, saved = GR1Policy.from_pretrained(ckpt).track_encoder.state_dict(), load_file(weights)
+    for k in saved:
+        torch.testing.assert_close(loaded[k], saved[k], atol=1e-6, rtol=0, msg=k)
+    policy = GR1Policy(TrainArgs(data="x", out="y").model_config())
+    with pytest.raises(FileNotFoundError, match="pretrain_tracks"):
+        load_track_encoder(policy.track_encoder, tmp_path / "missing.safetensors")
+    save_file({"cls_token": torch.zeros(1, 1, 3)}, str(tmp_path / "other.safetensors"))
+    with pytest.raises(ValueError, match="other.safetensors"):
+        load_track_encoder(policy.track_encoder, tmp_path / "other.safetensors")
+    with pytest.raises(ValueError, match="'steps'"):
+        PretrainArgs(data="x", out="y", steps=0)

@@ -1,6 +1,8 @@
-"""The README demo: real clips -> pseudo-labels -> a tiny ARFM -> predicted tracks, as pictures.
+"""The real-clip pipeline demo: real clips -> pseudo-labels -> a tiny ARFM -> predicted tracks, as pictures.
 
-``python -m arfm.demo --out demo_out`` (what ``make demo`` runs):
+``python -m arfm.demo --out demo_out``. (``make demo`` runs ``experiments/demo.py`` instead: it
+needs the simulator, which ``arfm`` may not import, and shows a sim-trained checkpoint on unseen
+simulator episodes and held-out real clips.)
 
 1. pseudo-labels every clip of ``../shared/data/videos`` with the LK tracker (``arfm label``;
    resumable, so a second run skips this);

@@ -221,7 +221,8 @@ def fit(
         accelerator.print(f"resumed from {resume_from} at step {step}")
 
     if accelerator.is_main_process:
-        write_run_config(out_dir, type(accelerator.unwrap_model(model)).__name__, config_to_dict(accelerator.unwrap_model(model).config), config_to_dict(train_config))
+        unwrapped = accelerator.unwrap_model(model)
+        write_run_config(out_dir, type(unwrapped).__name__, config_to_dict(unwrapped.config), config_to_dict(train_config))
     accelerator.init_trackers(LOG_DIR, config=hparams(config_to_dict(train_config)))  # the tracker's folder: <project_dir>/<name>
 
     def save() -> None:

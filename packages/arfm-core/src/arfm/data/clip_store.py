@@ -89,7 +89,7 @@ def write_clip(
         extra: more JSON-able metadata (tracker settings, query layout...).
         overwrite: replace an existing clip of the same id instead of raising.
         frames_codec: ``"npy"`` (raw, exact; the default for library callers), ``"h264"``
-            (near-lossless, about 23 times smaller; what ``arfm label`` writes) or
+            (near-lossless, about 21 times smaller; what ``arfm label`` writes) or
             ``"h264-lossless"`` (exact, about 4 times smaller); see :mod:`arfm.data.frame_codec`.
 
     Returns:

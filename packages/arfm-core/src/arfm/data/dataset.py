@@ -173,8 +173,11 @@ class LabelledDataset:
 
 
 def open_labelled_dataset(root: str | Path, split: str = "all") -> LabelledDataset:
-    """Open a labelled dataset for reading (all clips by default)."""
-    return LabelledDataset(root, split)
+    """Open a labelled dataset for reading (all clips by default): a dataset root (plain or
+    labelled in shards), or a folder of tar shards (:mod:`arfm.data.tar_shards`)."""
+    from arfm.data.tar_shards import TarShardDataset, is_tar_shard_set  # it builds on this module
+
+    return TarShardDataset(root, split) if is_tar_shard_set(root) else LabelledDataset(root, split)
 
 
 def frames_to_tensor(frames: np.ndarray) -> torch.Tensor:
@@ -237,7 +240,7 @@ class LabelledTrackDataset(torch.utils.data.Dataset):
         if temperature <= 0:
             raise ValueError(f"LabelledTrackDataset temperature must be > 0, got {temperature}")
         _check_policy(bad_clips)
-        self.data = LabelledDataset(root, split)
+        self.data = open_labelled_dataset(root, split)
         self.num_points, self.horizon, self.max_cond_frames = num_points, horizon, max_cond_frames
         self.temperature, self.seed = temperature, seed
         self.window_length = max_cond_frames + horizon

@@ -5,7 +5,7 @@ A clip's frames are therefore stored as one H.264 video, ``frames.mp4``, encoded
 
 - **errors stay at the level of a video's own compression noise.** 4:4:4 chroma (no colour
   subsampling) and a constant rate factor of 10 (``"h264"``, the default) measured a mean
-  absolute error of 1.32 grey levels on the 25 shared clips, 23 times smaller than raw frames
+  absolute error of 1.24 grey levels on the 25 shared clips, 21 times smaller than raw frames
   (``docs/data-format.md``). ``"h264-lossless"`` (RGB, QP 0) decodes bit-exactly, 4.3 times
   smaller; ``"npy"`` keeps the raw array (format 1).
 - **a window decodes only its own frames, plus at most ``GOP - 1`` before them.** Keyframes are
@@ -101,7 +101,9 @@ class EncodedFrames:
 
     ``frames[i]`` is ``(S, S, 3)`` uint8, ``frames[a:b]`` is ``(n, S, S, 3)``; ``np.asarray``
     decodes everything. The file is opened per read, so the object is cheap to create, holds no
-    decoder state, and is safe to pass to DataLoader worker processes.
+    open file or decoder, and is safe to pass to DataLoader worker processes. ``frames[i]`` keeps the
+    decoded keyframe group of ``i`` (``GOP`` frames), so a loop over single frames decodes each
+    frame once rather than up to ``GOP`` times.
 
     Args:
         path: the clip's ``frames.mp4``.
@@ -116,6 +118,7 @@ class EncodedFrames:
     def __init__(self, path: str | Path, num_frames: int, size: int = 256, data: bytes | None = None) -> None:
         self.path, self.data = Path(path), data
         self.shape = (int(num_frames), int(size), int(size), 3)
+        self._group: tuple[int, np.ndarray] | None = None  # (first index, frames) of the last group read
 
     def __len__(self) -> int:
         return self.shape[0]
@@ -132,7 +135,10 @@ class EncodedFrames:
             index = int(key) + len(self) if key < 0 else int(key)
             if not 0 <= index < len(self):
                 raise IndexError(f"frame {key} out of range for {len(self)} frames of {self.path}")
-            return self.read(index, index + 1)[0]
+            first = index - index % GOP
+            if self._group is None or self._group[0] != first:
+                self._group = (first, self.read(first, min(first + GOP, len(self))))
+            return self._group[1][index - first].copy()
         if isinstance(key, slice):
             indices = range(*key.indices(len(self)))
             if not indices:
@@ -153,8 +159,9 @@ class EncodedFrames:
         """
         import av
 
-        out = np.empty((stop - start,) + self.shape[1:], np.uint8)
-        filled = 0
+        if stop <= start:
+            return np.zeros((0,) + self.shape[1:], np.uint8)
+        out, filled = None, 0
         try:
             with av.open(io.BytesIO(self.data) if self.data is not None else str(self.path)) as container:
                 stream = container.streams.video[0]
@@ -167,11 +174,15 @@ class EncodedFrames:
                     if index >= stop:
                         break
                     if index >= start:
-                        out[index - start] = frame.to_ndarray(format="rgb24")
+                        pixels = frame.to_ndarray(format="rgb24")
+                        if out is None:  # the stream knows the true size (a clip written at another size)
+                            out = np.empty((stop - start,) + pixels.shape, np.uint8)
+                            self.shape = (len(self),) + pixels.shape
+                        out[index - start] = pixels
                         filled += 1
         except av.FFmpegError as exc:
             raise ValueError(f"labelled clip frames {self.path} are corrupt: {exc}") from exc
-        if filled != len(out):
+        if filled != stop - start:
             raise ValueError(f"labelled clip frames {self.path}: decoded {filled} of frames {start}..{stop - 1} (the file holds fewer frames than the tracks)")
         return out
 
@@ -193,3 +204,52 @@ def open_frames(clip_dir: Path, num_frames: int, size: int = 256) -> np.ndarray 
     if mp4.is_file():
         return EncodedFrames(mp4, num_frames, size)
     raise FileNotFoundError(f"labelled clip {clip_dir} has no {FRAMES_NPY} or {FRAMES_MP4}")
+
+
+def compare_datasets(raw_root: str | Path, encoded_root: str | Path, window: int = 8, repeats: int = 20) -> list[dict]:
+    """Per clip: bytes on disk, decode error and time to read a ``window``-frame block, of two
+    labellings of the same videos (e.g. ``arfm label --frames-codec npy`` and the default).
+
+    Used for the table in ``docs/data-format.md``:
+    ``python -m arfm.data.frame_codec RAW_ROOT ENCODED_ROOT``.
+    """
+    import time
+
+    from arfm.data.dataset import open_labelled_dataset
+
+    raw, encoded = open_labelled_dataset(raw_root), open_labelled_dataset(encoded_root)
+    rng = np.random.default_rng(0)
+    rows = []
+    for clip_id in raw.clip_ids:
+        dirs = raw.clip_dir(clip_id), encoded.clip_dir(clip_id)
+        frames = [raw.open_arrays(clip_id)["frames"], encoded.open_arrays(clip_id)["frames"]]
+        starts = rng.integers(0, max(1, len(frames[0]) - window + 1), repeats)
+        seconds = []
+        for block in frames:  # the same random windows for both formats
+            begin = time.perf_counter()
+            for start in starts:
+                np.array(block[start : start + window])
+            seconds.append((time.perf_counter() - begin) / repeats)
+        error = np.abs(np.asarray(frames[0]).astype(np.int16) - np.asarray(frames[1]).astype(np.int16))
+        rows.append({
+            "clip_id": clip_id, "frames": len(frames[0]),
+            "bytes": [sum(f.stat().st_size for f in d.iterdir()) for d in dirs],
+            "mean_abs_error": float(error.mean()), "window_ms": [1e3 * s for s in seconds],
+        })
+    return rows
+
+
+if __name__ == "__main__":
+    import sys
+
+    results = compare_datasets(sys.argv[1], sys.argv[2])
+    print("| clip | frames | raw MB | encoded MB | ratio | mean abs error | 8-frame window raw / encoded ms |")
+    print("|---|---|---|---|---|---|---|")
+    for row in results:
+        (a, b), (ta, tb) = row["bytes"], row["window_ms"]
+        print(f"| {row['clip_id']} | {row['frames']} | {a / 1e6:.2f} | {b / 1e6:.2f} | {a / b:.1f}x | {row['mean_abs_error']:.2f} | {ta:.2f} / {tb:.1f} |")
+    total = np.sum([r["bytes"] for r in results], axis=0)
+    frames = sum(r["frames"] for r in results)
+    error = sum(r["mean_abs_error"] * r["frames"] for r in results) / frames
+    times = np.mean([r["window_ms"] for r in results], axis=0)
+    print(f"| all {len(results)} clips | {frames} | {total[0] / 1e6:.1f} | {total[1] / 1e6:.1f} | {total[0] / total[1]:.1f}x | {error:.2f} | {times[0]:.2f} / {times[1]:.1f} |")

@@ -17,11 +17,15 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from pathlib import Path
 
 from arfm.atomic import write_text_atomic
 from arfm.coords import MODEL_FRAME_SIZE
 from arfm.data.clip_store import CLIPS_DIR, FORMAT_VERSION, MANIFEST, SHARDS_DIR, read_manifest, shard_dirs
+
+
+_SHARD_NAME = re.compile(r"^\d{5}-of-\d{5}$")
 
 
 class IncompleteShardsError(FileNotFoundError):
@@ -89,6 +93,9 @@ def merge_shards(root: str | Path) -> dict:
         raise FileNotFoundError(f"{root} has no {SHARDS_DIR}/ to merge (label it with `arfm label ... --shard i/n`)")
     if (root / CLIPS_DIR).is_dir() and any(not p.name.startswith(".") for p in (root / CLIPS_DIR).iterdir()):
         raise ValueError(f"{root} holds clips both in {CLIPS_DIR}/ and in {SHARDS_DIR}/; label one output either unsharded or in shards")
+    strays = [p.name for p in shards if not _SHARD_NAME.fullmatch(p.name)]
+    if strays:
+        raise ValueError(f"{root}/{SHARDS_DIR} holds folders that are not shards ({strays}); shards are named like {shard_name(0, 4)}")
     counts = {name.split("-of-")[-1] for name in (p.name for p in shards)}
     if len(counts) != 1:
         raise ValueError(f"{root}/{SHARDS_DIR} mixes shard counts {sorted(counts)}; merge needs one set of n shards")

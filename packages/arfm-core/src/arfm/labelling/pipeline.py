@@ -70,7 +70,7 @@ class LabelConfig:
         camera: LeRobot video key to label (default: the first video feature in meta/info.json).
         val_fraction: share of clips put in the ``val`` split (stable hash of the clip id).
         overwrite: relabel clips already present instead of skipping them.
-        frames_codec: how frames are stored: ``h264`` (near-lossless, about 23 times smaller than
+        frames_codec: how frames are stored: ``h264`` (near-lossless, about 21 times smaller than
             raw), ``h264-lossless`` (exact, about 4 times smaller) or ``npy`` (raw arrays).
         shard: ``i/n`` labels only the i-th of n disjoint subsets of the clips (a hash of the
             clip id) into ``<output>/shards/<i>-of-<n>/``; ``env`` takes i and n from ``RANK``
