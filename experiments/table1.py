@@ -3,10 +3,12 @@
     python experiments/table1.py --data /tmp/arfm_labelled            # config: experiments/configs/table1.json
 
 The config names the rows. Rows that need a trained model (``{ckpt:<run>}`` in the spec) train
-it first with the tiny preset through :func:`arfm.train.run_training` (reused on later runs when
-the training spec is unchanged); rows that need files this machine does not have (Chronos weights,
-generated videos of LARP / iVideoGPT / Cosmos) are listed as not run, with the reason. The
-tables, CSV, JSON and plots go to ``<out>``; ``table.md`` there is what RESULTS.md quotes.
+it first with the tiny preset through :func:`arfm.train.run_training`, or fine-tune the run's
+``init`` checkpoint (reused on later runs when the training spec is unchanged); rows that need
+files this machine does not have (Chronos weights, generated videos of LARP / iVideoGPT /
+Cosmos) are listed as not run, with the reason. The tables, CSV, JSON and plots go to
+``<out>``; ``table.md`` there is what RESULTS.md quotes. Predictor paths in ``rows`` (such as
+``arfm:checkpoints/tiny-sim``) are opened as given, so run the script from the repository root.
 
 :func:`run_table` is shared with ``experiments/table5.py``.
 """
@@ -14,17 +16,22 @@ tables, CSV, JSON and plots go to ``<out>``; ``table.md`` there is what RESULTS.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import re
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import tyro
 
 from arfm.config import tiny_model_config, tiny_train_config
 from arfm.evaluation.report import write_text_atomic
+
+if TYPE_CHECKING:
+    from arfm.config import ModelConfig
 
 REPO = Path(__file__).resolve().parents[1]
 _PLACEHOLDER = re.compile(r"\{(ckpt|dir):([A-Za-z0-9_.-]+)\}")
@@ -42,6 +49,14 @@ class TrainSpec:
         batch_size: windows per step.
         split: dataset split trained on.
         seed: training seed.
+        init: checkpoint folder to start from (fine-tuning; a relative path is taken from the
+            repository root), or ``None`` to train from a fresh initialisation. The model config
+            is the checkpoint's, and the training windows are made for that model, so its
+            ``objective``, ``horizon`` and ``max_points`` must equal this spec's ``objective``,
+            ``horizon`` and ``num_points``: a mismatch is an error naming the field rather than
+            a silent override, so that ``train_spec.json`` always says what was trained. The
+            optimiser, schedule (warm-up included) and EMA start afresh; the weights start from
+            the checkpoint's EMA weights (the ones its predictor row evaluates).
     """
 
     objective: str = "flow"
@@ -51,12 +66,15 @@ class TrainSpec:
     batch_size: int = 8
     split: str = "all"
     seed: int = 0
+    init: str | None = None
 
     def __post_init__(self) -> None:
         if self.objective not in ("flow", "regression"):
             raise ValueError(f"invalid TrainSpec field 'objective': 'flow' or 'regression', got {self.objective!r}")
         if min(self.steps, self.horizon, self.num_points, self.batch_size) < 1:
             raise ValueError("invalid TrainSpec: steps, horizon, num_points and batch_size must be >= 1")
+        if self.init is not None and (not isinstance(self.init, str) or not self.init.strip()):
+            raise ValueError(f"invalid TrainSpec field 'init': a checkpoint folder or null, got {self.init!r}")
 
 
 @dataclass
@@ -128,24 +146,89 @@ def _resolve(path: str) -> Path:
     return Path(path) if Path(path).is_absolute() else REPO / path
 
 
+def _init_model_config(name: str, spec: TrainSpec, init_dir: Path) -> ModelConfig:
+    """The model config of ``spec.init``, checked against the windows ``spec`` asks for."""
+    from arfm.checkpoint import read_checkpoint_config
+    from arfm.config import model_config_from_dict
+    from arfm.model import TrackShiftFlowPredictor
+
+    if not (init_dir / "config.json").is_file():
+        raise FileNotFoundError(f"training run {name!r}: TrainSpec field 'init' is '{init_dir}', which is not a checkpoint folder (no config.json)")
+    cfg = model_config_from_dict(read_checkpoint_config(init_dir, expected_kind=TrackShiftFlowPredictor.__name__)["model"])
+    for field_name, ckpt_field in (("objective", "objective"), ("horizon", "horizon"), ("num_points", "max_points")):
+        if getattr(spec, field_name) != getattr(cfg, ckpt_field):
+            raise ValueError(
+                f"training run {name!r}: TrainSpec field {field_name!r} is {getattr(spec, field_name)!r} but the init checkpoint "
+                f"'{init_dir}' has {ckpt_field}={getattr(cfg, ckpt_field)!r}; set {field_name!r} to {getattr(cfg, ckpt_field)!r} "
+                "(fine-tuning windows are made for the checkpoint's model)"
+            )
+    return cfg
+
+
+def _init_digest(init_dir: Path) -> str:
+    """SHA-256 of the init checkpoint's config and of the weights :func:`arfm.checkpoint.load_model` reads.
+
+    Part of the reuse record, so a checkpoint retrained in place (same path) also retrains the run.
+    """
+    from arfm.checkpoint import EMA_FILE, MODEL_FILE
+
+    weights = init_dir / (EMA_FILE if (init_dir / EMA_FILE).is_file() else MODEL_FILE)
+    digest = hashlib.sha256()
+    for path in (init_dir / "config.json", weights):
+        with path.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def train_record(spec: TrainSpec, data: Path) -> dict:
+    """What ``train_spec.json`` holds; a run is reused only when this is unchanged.
+
+    ``init`` appears only when set (resolved, with its digest), so records written before the
+    field existed still match their from-scratch specs.
+    """
+    record = {key: value for key, value in dataclasses.asdict(spec).items() if key != "init"}
+    record["data"] = str(data.resolve())
+    if spec.init is not None:
+        init_dir = _resolve(spec.init).resolve()
+        record["init"] = str(init_dir)
+        record["init_sha256"] = _init_digest(init_dir) if (init_dir / "config.json").is_file() else None
+    return record
+
+
 def train_run(name: str, spec: TrainSpec, data: Path, runs_dir: Path, retrain: bool) -> tuple[Path, float]:
-    """Train (or reuse) run ``name``; return its checkpoint and the seconds spent training."""
+    """Train (or reuse) run ``name``; return its checkpoint and the seconds spent training.
+
+    With ``spec.init`` the run fine-tunes that checkpoint through the same :func:`arfm.train.fit`
+    loop that :func:`arfm.train.run_training` uses for a fresh model.
+    """
+    from arfm.data.batch import collate_windows
     from arfm.data.dataset import LabelledTrackDataset
-    from arfm.train import run_training
+    from arfm.train import fit, run_training
 
     run_dir = runs_dir / name
     ckpt, record = run_dir / "checkpoint", run_dir / "train_spec.json"
-    wanted = {**dataclasses.asdict(spec), "data": str(data.resolve())}
+    wanted = train_record(spec, data)
     if not retrain and ckpt.is_dir() and record.is_file() and json.loads(record.read_text()) == wanted:
         print(f"[{name}] reusing {ckpt}")
         return ckpt, 0.0
-    model_cfg = tiny_model_config(objective=spec.objective, horizon=spec.horizon, max_points=spec.num_points)
+    init_dir = None if spec.init is None else _resolve(spec.init)
+    if init_dir is None:
+        model_cfg = tiny_model_config(objective=spec.objective, horizon=spec.horizon, max_points=spec.num_points)
+    else:
+        model_cfg = _init_model_config(name, spec, init_dir)
     train_cfg = tiny_train_config(steps=spec.steps, batch_size=spec.batch_size, seed=spec.seed, save_every=spec.steps)
     dataset = LabelledTrackDataset(
-        data, split=spec.split, num_points=spec.num_points, horizon=spec.horizon, max_cond_frames=train_cfg.max_cond_frames, seed=spec.seed
+        data, split=spec.split, num_points=spec.num_points, horizon=model_cfg.horizon, max_cond_frames=train_cfg.max_cond_frames, seed=spec.seed
     )
     started = time.perf_counter()
-    ckpt = run_training(model_cfg, train_cfg, dataset, run_dir)
+    if init_dir is None:
+        ckpt = run_training(model_cfg, train_cfg, dataset, run_dir)
+    else:
+        from arfm.checkpoint import load_model
+
+        print(f"[{name}] fine-tuning {init_dir} for {spec.steps} steps on split {spec.split!r}")
+        ckpt = fit(lambda: load_model(init_dir).train(), dataset, collate_windows, train_cfg, run_dir)
     seconds = time.perf_counter() - started
     write_text_atomic(record, json.dumps(wanted, indent=1))
     print(f"[{name}] trained {spec.steps} steps in {seconds:.0f} s -> {ckpt}")

@@ -66,6 +66,8 @@ class DemoSpec:
             points do; ``False``: the earlier sampling (mostly static points).
         heldout_episodes: episodes of other scenes (seed ``seed + 1``) for the policies' held-out
             action error (:mod:`integrations.gr1.diagnostics`); 0: measure on the training demos.
+        task_set: ``"classic"`` (default) or ``"calvin"`` (CALVIN's 34 tasks on the tabletop with its
+            plank and open drawer; ``integrations.gr1.sim.generate --task-set``).
     """
 
     episodes: int = 30
@@ -74,8 +76,11 @@ class DemoSpec:
     seed: int = 0
     movement_weighted: bool = True
     heldout_episodes: int = 0
+    task_set: str = "classic"
 
     def __post_init__(self) -> None:
+        if self.task_set not in ("classic", "calvin"):
+            raise ValueError(f"invalid DemoSpec field 'task_set': 'classic' or 'calvin', got {self.task_set!r}")
         for name in ("episodes", "tasks_per_episode", "num_points"):
             if getattr(self, name) < 1:
                 raise ValueError(f"invalid DemoSpec field '{name}': must be >= 1, got {getattr(self, name)}")
@@ -129,6 +134,10 @@ class Gr1Spec:
             the preset's 0.1).
         diagnostic_windows: windows of the track-sensitivity check run on every trained seed
             (:mod:`integrations.gr1.diagnostics`; 0 = skip).
+        pretrain_track_encoder_steps: steps of pre-training the track encoder alone on the
+            demonstrations' ground-truth tracks (:mod:`integrations.gr1.pretrain_tracks`, once, shared
+            by every seed) before GR-1 training starts from it; 0: trained jointly from scratch.
+        gripper_loss_weight: weight of the gripper BCE (``None``: the preset's 1, GR-1's).
     """
 
     steps: int = 400
@@ -139,6 +148,8 @@ class Gr1Spec:
     plain_baseline: bool = False
     track_dropout: float | None = None
     diagnostic_windows: int = 64
+    pretrain_track_encoder_steps: int = 0
+    gripper_loss_weight: float | None = None
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "max_points"):
@@ -146,8 +157,11 @@ class Gr1Spec:
                 raise ValueError(f"invalid Gr1Spec field '{name}': must be >= 1, got {getattr(self, name)}")
         if self.track_dropout is not None and not 0.0 <= self.track_dropout <= 1.0:
             raise ValueError(f"invalid Gr1Spec field 'track_dropout': must be in [0, 1], got {self.track_dropout}")
-        if self.diagnostic_windows < 0:
-            raise ValueError(f"invalid Gr1Spec field 'diagnostic_windows': must be >= 0, got {self.diagnostic_windows}")
+        if self.diagnostic_windows < 0 or self.pretrain_track_encoder_steps < 0:
+            raise ValueError("invalid Gr1Spec field 'diagnostic_windows'/'pretrain_track_encoder_steps': must be >= 0, "
+                             f"got {self.diagnostic_windows}, {self.pretrain_track_encoder_steps}")
+        if self.gripper_loss_weight is not None and self.gripper_loss_weight <= 0:
+            raise ValueError(f"invalid Gr1Spec field 'gripper_loss_weight': must be > 0, got {self.gripper_loss_weight}")
         if not self.seeds or len(set(self.seeds)) != len(self.seeds):
             raise ValueError(f"invalid Gr1Spec field 'seeds': need distinct seeds, got {self.seeds}")
 
@@ -164,6 +178,11 @@ class EvalSpec:
             official chains, their first ``num_chains``).
         calvin_dataset: the CALVIN split root (``env = "calvin"``): GR-1 and ARFM train on its
             ``training/`` (tracks from ``arfm label --format calvin``), the env comes from its ``validation/``.
+        ground_truth_mode: how the embedded env defines the ``gt`` row's future in closed loop
+            (:mod:`integrations.gr1.sim.oracle`): ``"from_state"`` (the expert continued from the
+            current state) or ``"from_start"`` (the expert's run from the subtask start, by step).
+        task_set: the embedded env's tasks: ``"classic"`` (default, sampled chains) or ``"calvin"``
+            (CALVIN's official chains and 34 tasks on the tabletop; ignored by ``env = "calvin"``).
     """
 
     num_chains: int = 10
@@ -171,8 +190,14 @@ class EvalSpec:
     seed: int = 0
     env: str = "embedded"
     calvin_dataset: str | None = None
+    ground_truth_mode: str = "from_state"
+    task_set: str = "classic"
 
     def __post_init__(self) -> None:
+        if self.task_set not in ("classic", "calvin"):
+            raise ValueError(f"invalid EvalSpec field 'task_set': 'classic' or 'calvin', got {self.task_set!r}")
+        if self.ground_truth_mode not in ("from_state", "from_start"):
+            raise ValueError(f"invalid EvalSpec field 'ground_truth_mode': 'from_state' or 'from_start', got {self.ground_truth_mode!r}")
         if self.env not in ("embedded", "calvin"):
             raise ValueError(f"invalid EvalSpec field 'env': 'embedded' or 'calvin', got {self.env!r}")
         if self.env == "calvin" and not self.calvin_dataset:
@@ -271,21 +296,30 @@ def apply_overrides(cfg: Table3Config, cmd: Table3Command) -> Table3Config:
 
 
 # ---------------------------------------------------------------- stage 1: demonstrations
+def _record(spec: "DemoSpec | EvalSpec") -> dict:
+    """A spec as recorded next to its outputs; the default ``task_set`` is left out, so the records
+    of runs made before the field existed still match."""
+    record = dataclasses.asdict(spec)
+    if record.get("task_set") == "classic":
+        del record["task_set"]
+    return record
+
+
 def ensure_demos(spec: DemoSpec, root: Path) -> tuple[Path, float]:
     """Generate the demonstrations into ``root`` unless they exist with this spec."""
     from integrations.gr1.sim.generate import GenerateConfig, generate
 
     record = root / "demo_spec.json"
     spec = dataclasses.replace(spec, heldout_episodes=0)  # the held-out set is a folder of its own
-    if same_record(record, dataclasses.asdict(spec)):
+    if same_record(record, _record(spec)):
         print(f"[demos] reusing {root}")
         return root, 0.0
     if root.exists() and any(root.iterdir()):
         raise FileExistsError(f"{root} holds demonstrations of other settings (see {record}); remove it or choose another --out")
     started = time.perf_counter()
     stats = generate(GenerateConfig(root, spec.episodes, spec.seed, spec.tasks_per_episode, spec.num_points,
-                                    movement_weighted=spec.movement_weighted))
-    write_text_atomic(record, json.dumps(dataclasses.asdict(spec)))
+                                    movement_weighted=spec.movement_weighted, task_set=spec.task_set))
+    write_text_atomic(record, json.dumps(_record(spec)))
     print(f"[demos] {stats}")
     return root, time.perf_counter() - started
 
@@ -369,20 +403,39 @@ def ensure_arfm(spec: ArfmSpec, demos: Path, run: Path) -> tuple[Path, float]:
 
 
 # ---------------------------------------------------------------- stage 3: GR-1
-def gr1_args(spec: Gr1Spec, demos: Path, out: Path, seed: int, use_tracks: bool):
+def ensure_track_encoder(spec: Gr1Spec, demos: Path, out: Path) -> tuple[Path | None, float]:
+    """Pre-train the tiny track encoder on the demonstrations' ground-truth tracks (once for all
+    seeds; reused when unchanged); ``None`` when ``pretrain_track_encoder_steps`` is 0."""
+    from integrations.gr1.pretrain_tracks import PretrainArgs, pretrain
+
+    if spec.pretrain_track_encoder_steps == 0:
+        return None, 0.0
+    args = PretrainArgs(data=str(demos), out=str(out), preset="tiny", steps=spec.pretrain_track_encoder_steps, max_points=spec.max_points)
+    if out.is_file() and same_record(out.with_suffix(".spec.json"), dataclasses.asdict(args)):
+        print(f"[track encoder] reusing {out}")
+        return out, 0.0
+    started = time.perf_counter()
+    print(f"[track encoder] python -m integrations.gr1.pretrain_tracks --data {demos} --out {out} --steps {args.steps}: {pretrain(args)}")
+    write_text_atomic(out.with_suffix(".spec.json"), json.dumps(dataclasses.asdict(args)))
+    return out, time.perf_counter() - started
+
+
+def gr1_args(spec: Gr1Spec, demos: Path, out: Path, seed: int, use_tracks: bool, track_encoder: Path | None = None):
     """The :class:`integrations.gr1.train.TrainArgs` of one seed's run."""
     from integrations.gr1.train import TrainArgs
 
     return TrainArgs(data=str(demos), out=str(out), preset="tiny", steps=spec.steps, batch_size=spec.batch_size,
                      warmup_steps=spec.warmup_steps, max_points=spec.max_points, use_tracks=use_tracks, seed=seed,
-                     save_every=min(spec.steps, 500), log_every=10, track_dropout=spec.track_dropout, cache_frames=True)
+                     save_every=min(spec.steps, 500), log_every=10, track_dropout=spec.track_dropout, cache_frames=True,
+                     gripper_loss_weight=spec.gripper_loss_weight,
+                     track_encoder_init=str(track_encoder) if use_tracks and track_encoder is not None else None)
 
 
-def ensure_gr1(spec: Gr1Spec, demos: Path, out: Path, seed: int, use_tracks: bool) -> tuple[Path, float]:
+def ensure_gr1(spec: Gr1Spec, demos: Path, out: Path, seed: int, use_tracks: bool, track_encoder: Path | None = None) -> tuple[Path, float]:
     """Train one GR-1 run with ``accelerate`` (same as ``accelerate launch integrations/gr1/train.py``)."""
     from integrations.gr1.train import main as train_gr1
 
-    args = gr1_args(spec, demos, out, seed, use_tracks)
+    args = gr1_args(spec, demos, out, seed, use_tracks, track_encoder)
     saved = out / "checkpoint" / "train_args.json"
     if same_record(saved, dataclasses.asdict(args)):
         print(f"[gr1 seed {seed}] reusing {out / 'checkpoint'}")
@@ -406,14 +459,15 @@ def evaluate_row(ckpt: Path, tracks: str, spec: EvalSpec, label: str, out: Path)
     from integrations.gr1.modeling_gr1 import GR1Policy
 
     wanted = {"checkpoint": str(ckpt), "checkpoint_args": json.loads((ckpt / "train_args.json").read_text()),
-              "tracks": tracks, **dataclasses.asdict(spec)}
+              "tracks": tracks, **_record(spec)}
     if same_record(out / "eval_spec.json", wanted) and (out / "results.json").is_file():
         return json.loads((out / "results.json").read_text()), 0.0
     started = time.perf_counter()
     policy = GR1Policy.from_pretrained(ckpt)
-    backend = make_backend(spec.env, spec.calvin_dataset, seed=spec.seed)  # a fresh env per row: the same query points for every row
+    backend = make_backend(spec.env, spec.calvin_dataset, seed=spec.seed,  # a fresh env per row: the same query points for every row
+                           ground_truth_mode=spec.ground_truth_mode, task_set=spec.task_set)
     try:
-        result = evaluate(policy, backend, tracks, spec.num_chains, spec.seed, spec.max_steps, label)
+        result = evaluate(policy, backend, tracks, spec.num_chains, spec.seed, spec.max_steps, label, progress=out / "chains.jsonl")
     finally:
         backend.close()
     write_results(out, result)
@@ -463,11 +517,12 @@ def run_table3(cfg: Table3Config) -> Path:
     variants = [(True, specs)] + ([(False, {PLAIN_ROW: "none"})] if cfg.gr1.plain_baseline else [])
     if cfg.gr1.plain_baseline:
         results[PLAIN_ROW] = {}
+    encoder, times["pretrain_track_encoder"] = ensure_track_encoder(cfg.gr1, demos, out / "track_encoder_pretrained.safetensors")
     for seed in cfg.gr1.seeds:
         ckpts: dict[bool, Path] = {}
         for use_tracks, rows in variants:
             name = f"gr1_seed{seed}" + ("" if use_tracks else "_plain")
-            ckpt, times[f"train_{name}"] = ensure_gr1(cfg.gr1, demos, out / name, seed, use_tracks)
+            ckpt, times[f"train_{name}"] = ensure_gr1(cfg.gr1, demos, out / name, seed, use_tracks, encoder)
             ckpts[use_tracks] = ckpt
             if use_tracks and cfg.gr1.diagnostic_windows > 0 and cfg.gr1.plain_baseline:
                 ckpts[False], times[f"train_{name}_plain"] = ensure_gr1(cfg.gr1, demos, out / f"{name}_plain", seed, False)

@@ -81,6 +81,7 @@ class GR1Config:
         state_dim: arm state entries taken from ``robot_obs`` (tcp position + euler angles).
         arm_dim: relative arm action entries (the 7th action entry is the gripper).
         arm_loss_weight: weight of the SmoothL1 arm loss (GR-1: 100).
+        gripper_loss_weight: weight of the gripper BCE (GR-1: 1).
         predict_video, video_offset: future-frame prediction and how far ahead (GR-1: 3).
         video_queries: OBS query tokens per camera (GR-1: 9 latents + 1 CLS = 10).
         decoder_depth, decoder_heads: the video decoder (not listed in issue 6; chosen small).
@@ -125,6 +126,7 @@ class GR1Config:
     state_dim: int = 6
     arm_dim: int = 6
     arm_loss_weight: float = 100.0
+    gripper_loss_weight: float = 1.0
     predict_video: bool = True
     video_offset: int = 3
     video_queries: int = 10

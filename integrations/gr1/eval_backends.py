@@ -3,7 +3,8 @@
 Two backends behind one small interface (:class:`EvalBackend`):
 
 - :class:`EmbeddedBackend` (default): the pybullet tabletop of :mod:`integrations.gr1.sim` and
-  its chains, judged by CALVIN's task oracle (as the real env); query points are 3-D points
+  its chains, judged by CALVIN's task oracle (as the real env); with ``task_set="calvin"`` the
+  tabletop hosts CALVIN's 34 tasks and runs CALVIN's official chains and instructions; query points are 3-D points
   attached to the scene's surfaces (sampled at each subtask start, as in the training sidecars)
   and projected exactly; ground
   truth for the ``gt`` oracle comes from the scripted expert (see :meth:`EmbeddedBackend.ground_truth`).
@@ -77,46 +78,70 @@ class _CalvinApiBackend:
         return self.env.get_info()
 
 
-class _StopLookahead(Exception):
-    """Raised inside the expert look-ahead once enough steps are recorded."""
-
-
 class EmbeddedBackend(_CalvinApiBackend):
     """The embedded pybullet tabletop.
 
     Args:
         seed: seeds the env and the track-point sampling.
         num_points: query points per subtask.
-        max_lookahead: longest expert look-ahead for ground truth (CALVIN: 360 steps).
+        max_lookahead: longest expert look-ahead of the ``"from_start"`` ground truth (CALVIN: 360 steps).
+        ground_truth_mode: how the ``gt`` row's future is defined in closed loop
+            (:mod:`integrations.gr1.sim.oracle`): ``"from_state"`` (default: the expert's plan
+            continued from the current state at every step) or ``"from_start"`` (the expert's run
+            from the subtask's start, indexed by step; the definition before session 4).
         oracle: ``"calvin"`` (default: CALVIN's own task oracle, :class:`integrations.gr1.calvin_tasks.Tasks`,
             on the env's CALVIN-layout info, as for the real env) or ``"embedded"`` (the simulator's
             looser checks, :func:`integrations.gr1.sim.tasks.get_task_info`).
         all_tasks: draw chains from all 25 embedded tasks (with CALVIN's six rotations and
-            ``unstack_block``) instead of the 18 of :data:`integrations.gr1.sim.tasks.CLASSIC_TASKS`.
+            ``unstack_block``) instead of the 18 of :data:`integrations.gr1.sim.tasks.CLASSIC_TASKS`
+            (``task_set="classic"`` only).
+        task_set: ``"classic"`` (default: the scene and sampled chains as before) or ``"calvin"``:
+            the tabletop with CALVIN's cabinet plank and open drawer and its 34 tasks
+            (:mod:`integrations.gr1.sim.calvin_task_set`), and :meth:`sample_chains` returns CALVIN's
+            official chains realised in this scene. Needs ``oracle="calvin"``.
     """
 
     frame_size = 200
 
     def __init__(self, seed: int = 0, num_points: int = 64, max_lookahead: int = 360, oracle: str = "calvin",
-                 all_tasks: bool = False) -> None:
+                 all_tasks: bool = False, ground_truth_mode: str = "from_state", task_set: str = "classic") -> None:
         from integrations.gr1.calvin_tasks import Tasks
         from integrations.gr1.sim import CalvinTabletopEnv
 
+        from integrations.gr1.sim.oracle import ORACLES
+
+        if ground_truth_mode not in ORACLES:
+            raise ValueError(f"EmbeddedBackend ground_truth_mode must be one of {sorted(ORACLES)}, got {ground_truth_mode!r}")
+        self.ground_truth_mode = ground_truth_mode
         if oracle not in ("calvin", "embedded"):
             raise ValueError(f"EmbeddedBackend oracle must be 'calvin' or 'embedded', got {oracle!r}")
+        if task_set == "calvin" and oracle != "calvin":
+            raise ValueError("EmbeddedBackend task_set='calvin' is judged by CALVIN's oracle: use oracle='calvin'")
         self.oracle = Tasks.from_yaml() if oracle == "calvin" else None
         self.all_tasks = bool(all_tasks)
-        self.env = CalvinTabletopEnv(use_relative_actions=True, seed=seed)
+        self.env = CalvinTabletopEnv(use_relative_actions=True, seed=seed, task_set=task_set)  # checks task_set
+        self.task_set = task_set
         self.frame_size = int(self.env.static_cam.width)
         self.num_points, self.max_lookahead = num_points, max_lookahead
         self.rng = np.random.default_rng(seed)
         self.points = None
         self.task: str | None = None
-        self._expert_pixels: np.ndarray | None = None
+        self._future = None  # the subtask's ground-truth source, made on first use
 
     def sample_chains(self, num_chains: int, seed: int) -> list[ChainSpec]:
+        """``task_set="classic"``: ``num_chains`` chains sampled from ``seed``. ``task_set="calvin"``:
+        the first ``num_chains`` of CALVIN's official chains (``seed`` unused), their symbolic start
+        states realised in this scene (:func:`integrations.gr1.sim.calvin_fixtures.realise_initial_state`;
+        the arm starts in its neutral pose), with CALVIN's instructions."""
         from integrations.gr1.sim.tasks import CLASSIC_TASKS, TASKS, sample_task_chains
 
+        if self.task_set == "calvin":
+            from integrations.gr1.calvin_chains import load_chains, validation_instructions
+            from integrations.gr1.sim.calvin_fixtures import realise_initial_state
+
+            text = validation_instructions()
+            return [ChainSpec(c.subtasks, tuple(text[t] for t in c.subtasks), realise_initial_state(c.initial_state))
+                    for c in load_chains(num_chains)]
         chains = sample_task_chains(num_chains, seed, tasks=TASKS if self.all_tasks else CLASSIC_TASKS)
         return [ChainSpec(tuple(c.tasks), tuple(c.instructions), np.asarray(c.scene_obs)) for c in chains]
 
@@ -133,7 +158,7 @@ class EmbeddedBackend(_CalvinApiBackend):
 
         self.task = task
         self.points = sample_scene_points(self.env, self.num_points, self.rng)  # the training sidecars' prior
-        self._expert_pixels = None
+        self._future = None
 
     def _project(self) -> tuple[np.ndarray, np.ndarray]:
         if self.points is None:
@@ -147,53 +172,16 @@ class EmbeddedBackend(_CalvinApiBackend):
         pixels, depth = self._project()
         return pixels.astype(np.float32), visibility(pixels, depth, self.env.last_depth_static, self.env.static_cam)
 
-    def expert_lookahead(self, max_steps: int) -> np.ndarray:
-        """Pixels ``(N, S + 1, 2)`` of the points while the scripted expert performs the current
-        subtask from the current state, for at most ``max_steps`` steps; the simulator is then put
-        back (pybullet state, gripper command, LED latch, commanded pose; pybullet does not restore its solver warm start,
-        so later states differ by ~1e-8 m). Physics only: nothing is rendered."""
-        import pybullet as pb
-
-        from integrations.gr1.sim import ScriptedExpert
-
-        env, scene = self.env, self.env.scene
-        pixels = [self._project()[0]]
-        state = pb.saveState(physicsClientId=env.cid)
-        saved = (env._gripper_action, scene.led_on, scene._button_was_pressed, env.target_pose)
-        true_step = env.step
-
-        def step(action: np.ndarray):
-            out = true_step(action)
-            pixels.append(self._project()[0])
-            if len(pixels) > max_steps:
-                raise _StopLookahead
-            return out
-
-        env.get_obs = lambda: {"robot_obs": env.get_robot_obs()}  # instance attributes shadow the methods
-        env.step = step
-        try:
-            ScriptedExpert(env).run(self.task, {"robot_obs": env.get_robot_obs()})
-        except (_StopLookahead, RuntimeError):  # enough steps, or the task cannot start from here
-            pass
-        finally:
-            del env.get_obs, env.step
-            pb.restoreState(state, physicsClientId=env.cid)
-            pb.removeState(state, physicsClientId=env.cid)
-            env._gripper_action, scene.led_on, scene._button_was_pressed, env.target_pose = saved
-            scene.update_lights()
-        return np.stack(pixels, axis=1).astype(np.float32)
-
     def ground_truth(self, step: int) -> FutureFn:
         """Ground truth at step ``step`` of the subtask: the current positions plus the expert's
-        displacements from its step ``step`` on (its trajectory is computed once per subtask,
-        on first use, and held at its end)."""
+        displacements, as :attr:`ground_truth_mode` defines them (:mod:`integrations.gr1.sim.oracle`)."""
+        from integrations.gr1.sim.oracle import ORACLES
 
         def future(horizon: int) -> tuple[np.ndarray, np.ndarray]:
-            if self._expert_pixels is None:
-                self._expert_pixels = self.expert_lookahead(self.max_lookahead)
-            path = self._expert_pixels
-            idx = np.minimum(np.arange(step, step + horizon + 1), path.shape[1] - 1)
-            moves = path[:, idx[1:]] - path[:, idx[:1]]  # (N, horizon, 2)
+            if self._future is None:  # made at the first step of the subtask: its plan starts there
+                extra = {"max_lookahead": self.max_lookahead} if self.ground_truth_mode == "from_start" else {}
+                self._future = ORACLES[self.ground_truth_mode](self.env, self.task, lambda: self._project()[0], **extra)
+            moves = self._future.displacements(step, horizon)
             now, visible = self.query_points()
             return now[:, None] + moves, np.repeat(visible[:, None], horizon, axis=1)
 
@@ -321,10 +309,13 @@ class RealCalvinBackend(_CalvinApiBackend):
             env.close = lambda: None
 
 
-def make_backend(kind: str, dataset: str | None = None, seed: int = 0) -> EvalBackend:
+def make_backend(kind: str, dataset: str | None = None, seed: int = 0, ground_truth_mode: str = "from_state",
+                 task_set: str = "classic") -> EvalBackend:
     """``"embedded"`` (default tabletop) or ``"calvin"`` (real CALVIN, needs ``dataset``); ``seed``
-    seeds either env."""
+    seeds either env; ``ground_truth_mode`` and ``task_set`` (``"classic"`` or ``"calvin"``: CALVIN's
+    34 tasks and official chains on the tabletop) are the embedded env's (:class:`EmbeddedBackend`;
+    the real env always runs CALVIN's tasks)."""
     check_backend(kind, dataset)
     if kind == "embedded":
-        return EmbeddedBackend(seed=seed)
+        return EmbeddedBackend(seed=seed, ground_truth_mode=ground_truth_mode, task_set=task_set)
     return RealCalvinBackend(dataset, seed=seed)

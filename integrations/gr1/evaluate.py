@@ -9,11 +9,11 @@ Tracks come from ``--tracks SPEC`` resolved only through :func:`arfm.predictors.
 (``none``, ``gt``, ``no-movement``, ``arfm:<ckpt>``, ...) and are refreshed at every control
 step (:class:`integrations.gr1.policy_runner.OnlineTrackConditioner`).
 
-What ``gt`` means in closed loop (embedded env): at the start of each subtask the scripted
-expert performs the subtask in a copy of the current simulator state (physics only, then the
-state is restored) and the 3-D track points are recorded along its trajectory. At step ``k`` of
-the subtask the ground-truth future is the current position of each point plus the expert's
-displacements from step ``k`` on: the motion an expert would make at this point of the task.
+What ``gt`` means in closed loop (embedded env; :mod:`integrations.gr1.sim.oracle`): the current
+position of each point plus the displacements the scripted expert makes when it carries on, in a
+copy of the simulator state (physics only, then the state is restored). By default
+(``ground_truth_mode="from_state"``) the expert continues its plan from the policy's current state
+at every step; ``"from_start"`` replays its run from the subtask's start state, indexed by step.
 
 Usage::
 
@@ -104,6 +104,7 @@ def run_chain(runner: GR1Runner, backend: EvalBackend, chain, conditioner: Onlin
 def evaluate(
     policy: GR1Policy, backend: EvalBackend, tracks: str = "none", num_chains: int = 1000, seed: int = 0,
     max_steps: int = MAX_STEPS_PER_SUBTASK, label: str | None = None, device: str = "cpu",
+    progress: str | Path | None = None,
 ) -> EvalResult:
     """Run the CALVIN long-horizon protocol.
 
@@ -116,6 +117,9 @@ def evaluate(
         max_steps: control steps per subtask (CALVIN: 360).
         label: table row name (default: ``GR-1 + tracks:<spec>``).
         device: where the policy runs.
+        progress: a JSON-lines file that gets one line per finished chain (its tasks and how many
+            were completed), so a long run's partial outcome is on disk before the end; it is
+            started afresh.
     """
     import torch
     from tqdm import tqdm
@@ -133,11 +137,17 @@ def evaluate(
     runner = GR1Runner(policy, device)
     chains = backend.sample_chains(num_chains, seed)
     completed, records = [], []
+    if progress is not None:
+        Path(progress).parent.mkdir(parents=True, exist_ok=True)
+        Path(progress).write_text("")
     bar = tqdm(chains, desc=f"CALVIN chains ({tracks})")
     for chain in bar:
         n = run_chain(runner, backend, chain, conditioner, max_steps)
         completed.append(n)
         records.append({"tasks": list(chain.tasks), "completed": n})
+        if progress is not None:
+            with open(progress, "a") as f:  # appended line by line: a partial file is still valid JSON lines
+                f.write(json.dumps(records[-1]) + "\n")
         bar.set_postfix(avg_len=f"{np.mean(completed):.2f}")
     rates, avg = summarize(completed)
     return EvalResult(label or f"GR-1 + tracks:{tracks}", tracks, len(chains), rates, avg, records)
@@ -186,6 +196,9 @@ class EvalArgs:
         max_steps: control steps per subtask (CALVIN: 360; lower only for smoke tests).
         env: ``embedded`` (pybullet tabletop) or ``calvin`` (the real ``calvin_env``).
         calvin_dataset: the real CALVIN split folder (``env=calvin`` only).
+        task_set: the embedded env's tasks: ``classic`` (default: chains sampled from ``seed``) or
+            ``calvin`` (CALVIN's 34 tasks on the tabletop with its plank and open drawer, and CALVIN's
+            official chains, the first ``num_chains``, with its instructions; ignored by ``env=calvin``).
         seed: chain sampling seed.
         out: folder for results.json / results.md (``None``: print only).
         label: row name in the table.
@@ -199,6 +212,7 @@ class EvalArgs:
     max_steps: int = MAX_STEPS_PER_SUBTASK
     env: Literal["embedded", "calvin"] = "embedded"
     calvin_dataset: str | None = None
+    task_set: Literal["classic", "calvin"] = "classic"
     seed: int = 0
     out: str | None = None
     label: str | None = None
@@ -218,7 +232,7 @@ def main(args: EvalArgs) -> str:
     from integrations.gr1.modeling_gr1 import GR1Policy
 
     policy = GR1Policy.from_pretrained(args.checkpoint, device=args.device)
-    backend = make_backend(args.env, dataset=args.calvin_dataset, seed=args.seed)
+    backend = make_backend(args.env, dataset=args.calvin_dataset, seed=args.seed, task_set=args.task_set)
     try:
         result = evaluate(policy, backend, args.tracks, args.num_chains, args.seed, args.max_steps, args.label, args.device)
     finally:

@@ -347,7 +347,7 @@ def video_targets(model: GR1Policy, frames: torch.Tensor) -> torch.Tensor:
 def gr1_loss(model: GR1Policy, batch: dict, generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict[str, float]]:
     """GR-1 loss on a batch from :class:`integrations.gr1.data.CalvinWindowDataset`.
 
-    ``MSE(static video) + MSE(gripper video) + arm_loss_weight * SmoothL1(arm) + BCE(gripper)``,
+    ``MSE(static video) + MSE(gripper video) + arm_loss_weight * SmoothL1(arm) + gripper_loss_weight * BCE(gripper)``,
     averaged over valid steps (video terms over steps whose future frame exists). During training,
     each sample's tracks are replaced by the "no tracks" embedding with probability
     ``track_dropout``.
@@ -380,7 +380,7 @@ def gr1_loss(model: GR1Policy, batch: dict, generator: torch.Generator | None = 
     arm = (F.smooth_l1_loss(out.arm, actions[..., : c.arm_dim], reduction="none").mean(-1) * w).sum() / denom
     grip_target = (actions[..., c.arm_dim] > 0).float()
     grip = (F.binary_cross_entropy_with_logits(out.gripper_logit, grip_target, reduction="none") * w).sum() / denom
-    loss = c.arm_loss_weight * arm + grip
+    loss = c.arm_loss_weight * arm + c.gripper_loss_weight * grip
     parts = {"arm": arm.item(), "gripper": grip.item()}
     if c.predict_video:
         fv = (valid & batch["future_valid"].bool()).float()

@@ -52,6 +52,7 @@ class TrainArgs:
         max_grad_norm: gradient clipping (``None``: off).
         use_tracks: add the track token (``False``: plain GR-1, no track sidecars needed).
         track_dropout: overrides the preset's probability of training a sample without tracks.
+        gripper_loss_weight: overrides the preset's weight of the gripper BCE.
         max_points: tracks kept per frame (evenly spaced).
         vit_checkpoint: local MAE or GR-1 weights of the default preset's ViT (``None``: random init).
         clip_checkpoint: local CLIP text-encoder weights of the default preset (``None``: the preset's).
@@ -81,6 +82,7 @@ class TrainArgs:
     max_grad_norm: float | None = None
     use_tracks: bool = True
     track_dropout: float | None = None
+    gripper_loss_weight: float | None = None
     max_points: int | None = 64
     vit_checkpoint: str | None = None
     clip_checkpoint: str | None = None
@@ -108,6 +110,8 @@ class TrainArgs:
             overrides["clip_checkpoint"] = self.clip_checkpoint
         if self.track_dropout is not None:
             overrides["track_dropout"] = self.track_dropout
+        if self.gripper_loss_weight is not None:
+            overrides["gripper_loss_weight"] = self.gripper_loss_weight
         base = PRESETS[self.preset]()
         return dataclasses.replace(base, **overrides)
 

@@ -108,6 +108,25 @@ def test_table3_heldout_demos_use_other_scenes_and_new_fields_are_checked(tmp_pa
     assert args.track_dropout == 0.3 and args.model_config().track_dropout == 0.3
 
 
+def test_table3_pretrained_encoder_gripper_weight_and_ground_truth_mode(tmp_path: Path) -> None:
+    spec = table3.Gr1Spec(pretrain_track_encoder_steps=300, gripper_loss_weight=10.0)
+    encoder = tmp_path / "enc.safetensors"
+    args = table3.gr1_args(spec, tmp_path, tmp_path / "run", 0, True, encoder)
+    assert args.track_encoder_init == str(encoder) and args.model_config().gripper_loss_weight == 10.0
+    plain = table3.gr1_args(spec, tmp_path, tmp_path / "plain", 0, False, encoder)
+    assert plain.track_encoder_init is None  # a policy without tracks has no encoder to initialise
+    assert table3.gr1_args(table3.Gr1Spec(), tmp_path, tmp_path / "run", 0, True).model_config().gripper_loss_weight == 1.0
+    assert table3.ensure_track_encoder(table3.Gr1Spec(), tmp_path, encoder) == (None, 0.0)  # 0 steps: no stage
+    with pytest.raises(ValueError, match="'gripper_loss_weight'"):
+        table3.Gr1Spec(gripper_loss_weight=0.0)
+    with pytest.raises(ValueError, match="'pretrain_track_encoder_steps'"):
+        table3.Gr1Spec(pretrain_track_encoder_steps=-1)
+    with pytest.raises(ValueError, match="'ground_truth_mode'"):
+        table3.EvalSpec(ground_truth_mode="psychic")
+    cfg = table3.Table3Config.from_json(REPO / "experiments" / "configs" / "table3_oracle_s5.json")
+    assert cfg.eval.ground_truth_mode == "from_state" and cfg.gr1.pretrain_track_encoder_steps == 300
+
+
 def test_table3_diagnostics_markdown() -> None:
     per_seed = {0: {"error_gt": 0.1, "error_none": 0.25, "change_gt_vs_none": 0.125},
                 1: {"error_gt": 0.2, "error_none": 0.3, "error_plain": 0.28, "change_gt_vs_none": 0.05}}

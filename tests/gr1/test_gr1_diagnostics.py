@@ -83,3 +83,37 @@ def test_sensitivity_compares_a_plain_policy_on_the_same_windows(dataset):
     assert result["error_plain"] == pytest.approx(float((target - 0.5).abs().mean()), rel=1e-5)
     with pytest.raises(ValueError, match="plain must be"):
         track_sensitivity(TrackReadingPolicy(), dataset, plain=TrackReadingPolicy())
+
+
+class TrackReadingPolicyWithSizes(TrackReadingPolicy):
+    config = SimpleNamespace(use_tracks=True, arm_dim=6, track_len=16, track_frame_size=32)  # the fake frames are 32 px
+
+
+def test_a_predictor_s_tracks_replace_the_ground_truth(dataset):
+    """``no-movement`` through the closed-loop conditioner: every future position is the current one,
+    so the stand-in policy's action is the current x pixel of point 0."""
+    from arfm.predictors import build_predictor
+
+    result = track_sensitivity(TrackReadingPolicyWithSizes(), dataset, windows=4, predictors={"still": build_predictor("no-movement")})
+    batch = collate_gr1([dataset[i] for i in range(len(dataset))])
+    picked = torch.from_numpy(__import__("numpy").random.default_rng(0).choice(len(dataset), 4, replace=False))
+    valid = batch["valid"].bool()[picked]
+    now = batch["tracks"][picked][:, :, 0, 0, 0][valid]  # current x of point 0
+    target = batch["actions"][picked][..., :6].float()[valid]
+    assert result["error_still"] == pytest.approx(float((now[:, None] - target).abs().mean()), rel=1e-4)
+    assert result["error_still"] != pytest.approx(result["error_gt"])  # the fake tracks move
+    real = valid[..., None].expand(-1, -1, batch["tracks"].shape[2]) & batch["track_mask"][picked]
+    moved = (batch["tracks"][picked][..., 1:, :] - batch["tracks"][picked][..., :1, :]).norm(dim=-1).mean(-1)[real]
+    assert result["track_ade_still"] == pytest.approx(float(moved.mean()), rel=1e-4)  # standing still: ADE = how far they move
+
+
+def test_gripper_agreement_of_a_real_policy(dataset):
+    """A real (untrained) GR-1: the agreement shares are fractions, and repeating the robot's last
+    gripper command scores exactly what the data says."""
+    torch.manual_seed(0)
+    result = track_sensitivity(GR1Policy(tiny_gr1_config()), dataset, windows=len(dataset))
+    batch = collate_gr1([dataset[i] for i in range(len(dataset))])
+    valid = batch["valid"].bool()
+    repeat = ((batch["robot_obs"][..., 14] > 0) == (batch["actions"][..., 6] > 0))[valid].float().mean()
+    assert result["gripper_agreement_repeat_state"] == pytest.approx(float(repeat))
+    assert 0.0 <= result["gripper_agreement_gt"] <= 1.0 and 0.0 <= result["gripper_agreement_none"] <= 1.0

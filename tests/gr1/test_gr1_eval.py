@@ -165,27 +165,6 @@ def test_runner_cache_equals_recomputing_the_window(policy: GR1Policy) -> None:
     np.testing.assert_allclose(action[:6], out.arm[0, -1].clamp(-1, 1).numpy(), atol=1e-5)
 
 
-def test_expert_lookahead_leaves_the_simulator_untouched(backend: EmbeddedBackend) -> None:
-    chain = backend.sample_chains(1, seed=3)[0]
-    action = np.array([0.3, -0.2, 0.1, 0.0, 0.0, 0.1, -1.0])
-    backend.reset(chain)
-    backend.begin_subtask(chain.tasks[0])
-    reference = backend.step(action)
-    backend.reset(chain)
-    backend.begin_subtask(chain.tasks[0])
-    path = backend.expert_lookahead(40)
-    assert path.shape == (8, 41, 2) and np.abs(path[:, -1] - path[:, 0]).max() > 1.0  # the expert moved something
-    after = backend.step(action)
-    # pybullet restoreState does not restore the solver warm start: ~1e-8 m (arm), ~1e-5 rad (resting blocks) remain
-    np.testing.assert_allclose(after["robot_obs"], reference["robot_obs"], atol=1e-6)
-    np.testing.assert_allclose(after["scene_obs"], reference["scene_obs"], atol=1e-4)
-    assert (after["rgb_obs"]["rgb_static"] == reference["rgb_obs"]["rgb_static"]).mean() > 0.999
-    now, _ = backend.query_points()
-    future, visible = backend.ground_truth(0)(L - 1)
-    assert future.shape == (8, L - 1, 2) and visible.shape == (8, L - 1)
-    assert not np.allclose(future[:, -1], now)
-
-
 def test_one_short_chain_on_the_embedded_env(policy: GR1Policy, backend: EmbeddedBackend) -> None:
     for spec in ("none", "gt"):
         result = evaluate(policy, backend, spec, num_chains=1, seed=0, max_steps=3)
@@ -194,6 +173,15 @@ def test_one_short_chain_on_the_embedded_env(policy: GR1Policy, backend: Embedde
         assert result.success_rates == [0.0] * 5 and result.avg_len == 0.0
     with pytest.raises(KeyError, match="unknown track predictor"):
         evaluate(policy, backend, "bogus", num_chains=1, max_steps=1)
+
+
+def test_progress_file_gets_a_line_per_chain(policy: GR1Policy, backend: EmbeddedBackend, tmp_path: Path) -> None:
+    progress = tmp_path / "run" / "chains.jsonl"
+    progress.parent.mkdir()
+    progress.write_text("stale line of an earlier run\n")
+    result = evaluate(policy, backend, "none", num_chains=2, seed=0, max_steps=2, progress=progress)
+    lines = [json.loads(line) for line in progress.read_text().splitlines()]
+    assert lines == result.chains and len(lines) == 2
 
 
 def test_cli_evaluates_a_checkpoint(policy: GR1Policy, tmp_path: Path) -> None:

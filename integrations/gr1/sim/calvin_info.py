@@ -10,8 +10,12 @@ judges the embedded env exactly as it judges the real one. The mapping:
 - **Fixed objects.** CALVIN's desk is one body ``"table"`` whose links are the drawer, the slide
   and the plank inside the sliding cabinet. Here they are separate bodies; a contact with them is
   reported as a contact with ``"table"`` on the link of the same role (:data:`TABLE_LINKS`).
-  This scene has no cabinet plank, so nothing ever rests on ``plank_link``: the tasks that need it
-  (``lift_*_block_slider``, ``place_in_slider``) cannot succeed here.
+  The classic scene (``task_set="classic"``, the default) has no cabinet plank and a solid drawer,
+  so nothing ever rests on ``plank_link`` or in the drawer there. With ``task_set="calvin"`` the
+  cabinet plank (:mod:`integrations.gr1.sim.calvin_fixtures`) reports as ``plank_link``, the
+  drawer (its moving body: floor, walls, handle) as ``drawer_link`` and its hollow cabinet as
+  ``base_link``, so ``lift_*_block_slider/drawer``, ``place_in_slider/drawer`` and
+  ``push_into_drawer`` are judged as in CALVIN.
 - **Doors.** ``base__slide`` (CALVIN: 0 = right end, 0.28 = left end) and ``base__drawer``
   (0 = closed, 0.22 = open) are this scene's joints mapped linearly onto CALVIN's travel, so the
   oracle's thresholds (0.15, 0.12) stand for the same share of the travel.
@@ -66,11 +70,16 @@ def calvin_info(env: "CalvinTabletopEnv") -> dict[str, Any]:
     as_table = {bodies.table: TABLE_LINKS["base_link"], bodies.drawer: TABLE_LINKS["drawer_link"],
                 bodies.slider: TABLE_LINKS["slide_link"], bodies.button: TABLE_LINKS["button_link"],
                 bodies.switch: TABLE_LINKS["switch_link"]}
+    if bodies.plank is not None:
+        as_table[bodies.plank] = TABLE_LINKS["plank_link"]
+    hollow_cabinet = bodies.drawer if bodies.plank is not None else None  # calvin fixtures: the cabinet is not the drawer
 
     def contacts(body: int) -> list[tuple[int, int, int, int, int]]:
         found = set()
         for c in pb.getContactPoints(bodyA=body, physicsClientId=cid):
             other, link = (table, as_table[c[2]]) if c[2] in as_table else (c[2], c[4])
+            if c[2] == hollow_cabinet and c[4] == -1:
+                link = TABLE_LINKS["base_link"]
             found.add((0, body, other, c[3], link))
         return sorted(found)
 

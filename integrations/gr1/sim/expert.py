@@ -18,6 +18,8 @@ from integrations.gr1.sim.scene import (
     BLOCK_HALF, BUTTON_TOP_Z, BUTTON_XY, DRAWER_GRASP_Z, DRAWER_HANDLE_Y_CLOSED, DRAWER_RANGE, DRAWER_X, SLIDER_GRASP_Z,
     SLIDER_HANDLE_X, SLIDER_RANGE, SWITCH_GRASP_Z, SWITCH_HANDLE_X0, SWITCH_RANGE, SWITCH_Y,
 )
+from integrations.gr1.sim.calvin_expert import plan_calvin_task
+from integrations.gr1.sim.calvin_task_set import CALVIN_ONLY_TASKS, CALVIN_TASKS
 from integrations.gr1.sim.tabletop_env import CalvinTabletopEnv, to_relative_action, wrap_angle
 from integrations.gr1.sim.tasks import COLORS, PUSH_DISTANCE, ROTATION, TASKS, get_task_info, unstack_place
 from integrations.gr1.sim.tracks import DYNAMIC_FRACTION, TrackRecorder, movement_prior
@@ -49,6 +51,20 @@ class Waypoint:
     settle: int = 0
     tol: float = 0.006
     max_steps: int = 90
+
+
+def turn_the_long_way(waypoints: list[Waypoint]) -> list[Waypoint]:
+    """Insert, between two waypoints whose yaws differ by more than 180 deg, one at the first's
+    position with the yaw half-way between them. The expert turns the hand the short way round
+    (wrapped error), and past +-180 deg the wrist runs into its joint limit: measured, the arm
+    stalled turning from -100 deg (after turning a block) to +100 deg (a drawer grasp)."""
+    out = waypoints[:1]
+    for wp in waypoints[1:]:
+        prev = out[-1]
+        if abs(wp.yaw - prev.yaw) > np.pi:
+            out.append(Waypoint(prev.pos.copy(), 0.5 * (prev.yaw + wp.yaw), prev.gripper))
+        out.append(wp)
+    return out
 
 
 def _quarter_wrap(angle: float) -> float:
@@ -84,21 +100,32 @@ class ScriptedExpert:
         """Blocks lying on the table, not held and not part of a stack (colour order)."""
         info = self.env.get_info()
         free = []
+        # With the calvin fixtures a block in the drawer also lies low: it is not a free table block.
+        fixtures = {"drawer", "plank"} if self.env.task_set == "calvin" else set()
         for i, color in enumerate(COLORS):
             contacts = info["block_contacts"][color]
-            if info["scene_obs"][8 + 6 * i] < BLOCK_HALF + 0.01 and "robot" not in contacts and not contacts & set(COLORS):
+            if info["scene_obs"][8 + 6 * i] < BLOCK_HALF + 0.01 and "robot" not in contacts and not contacts & (set(COLORS) | fixtures):
                 free.append(color)
         return free
 
     def plan(self, task: str) -> list[Waypoint]:
         """Waypoints for ``task`` from the current state.
 
+        With ``task_set="calvin"`` a turn of the hand by more than 180 deg between two waypoints
+        gets a waypoint half-way (:func:`turn_the_long_way`), as tasks there follow each other in
+        every combination (classic plans are unchanged).
+
         Raises:
             KeyError: unknown task name.
             RuntimeError: the task cannot start from this state (e.g. stacking with no held block).
         """
-        if task not in TASKS:
-            raise KeyError(f"unknown task {task!r}; known: {sorted(TASKS)}")
+        known = CALVIN_TASKS if self.env.task_set == "calvin" else TASKS
+        if task not in known:
+            raise KeyError(f"unknown task {task!r} for task_set={self.env.task_set!r}; known: {sorted(known)}")
+        waypoints = self._plan(task)
+        return turn_the_long_way(waypoints) if self.env.task_set == "calvin" else waypoints
+
+    def _plan(self, task: str) -> list[Waypoint]:
         scene = self.env.scene.get_scene_obs()
         tcp = self.env.get_robot_obs()
         yaw_now = float(tcp[5])
@@ -111,6 +138,8 @@ class ScriptedExpert:
                     Waypoint(start, yaw, -1.0, settle=8), Waypoint(end, yaw, -1.0, tol=0.006, max_steps=60),
                     Waypoint(end, yaw, 1.0, settle=6), Waypoint(np.array([end[0], end[1], SAFE_Z]), yaw, 1.0)]
 
+        if task in CALVIN_ONLY_TASKS:  # first: lift_*_drawer, place_in_drawer, push_into_drawer end like open/close_drawer
+            return up + plan_calvin_task(self, task, scene)
         if task.endswith("_drawer"):
             q, goal = scene[1], DRAWER_RANGE[1] - 0.005 if task == "open_drawer" else DRAWER_RANGE[0] + 0.005
             y0, y1 = DRAWER_HANDLE_Y_CLOSED - q, DRAWER_HANDLE_Y_CLOSED - goal
@@ -220,8 +249,25 @@ class ScriptedExpert:
         Returns:
             ``(last_obs, num_steps)``.
         """
+        return self.follow(self.plan(task), obs, record)
+
+    def follow(self, waypoints: Sequence[Waypoint], obs: dict[str, Any], record: Recorder | None = None,
+               max_steps: int | None = None, after_step: Callable[[], None] | None = None) -> tuple[dict[str, Any], int]:
+        """Drive through ``waypoints`` from observation ``obs``: each is held ``settle`` steps once
+        reached (or once its ``max_steps`` ran out).
+
+        Args:
+            waypoints: a plan (:meth:`plan`) or what is left of one.
+            obs: the env's current observation (only ``robot_obs`` is read).
+            record: called before every step (demonstrations).
+            max_steps: stop after this many steps (``None``: run the waypoints to the end).
+            after_step: called after every step (ground-truth look-ahead).
+
+        Returns:
+            ``(last_obs, num_steps)``.
+        """
         steps = 0
-        for wp in self.plan(task):
+        for wp in waypoints:
             reached_at = None
             for k in range(wp.max_steps + wp.settle):
                 robot = obs["robot_obs"]
@@ -232,8 +278,12 @@ class ScriptedExpert:
                     reached_at = k
                 if reached_at is not None and k >= reached_at + wp.settle:
                     break
+                if max_steps is not None and steps >= max_steps:
+                    return obs, steps
                 obs = self._step(obs, err, yaw_err, wp.gripper, record)
                 steps += 1
+                if after_step is not None:
+                    after_step()
         return obs, steps
 
     def _step(self, obs: dict[str, Any], err: np.ndarray, yaw_err: float, gripper: float, record: Recorder | None) -> dict[str, Any]:
@@ -289,7 +339,10 @@ def collect_demos(env: CalvinTabletopEnv, tasks: Sequence[str], num_points: int 
     """Run the expert through ``tasks`` in sequence from the env's current state, yielding demos.
 
     Each task is one continuous segment; its tracks start from points sampled at its first
-    frame. Stops at the first task the oracle does not confirm (that demo is not yielded).
+    frame. Stops at the first task the oracle does not confirm (that demo is not yielded): the
+    embedded oracle (:func:`integrations.gr1.sim.tasks.get_task_info`) with the classic tasks,
+    CALVIN's own (:class:`integrations.gr1.calvin_tasks.Tasks`) with ``env.task_set == "calvin"``,
+    whose demos carry CALVIN's instructions.
 
     Args:
         env: environment, already reset to the start state.
@@ -308,6 +361,7 @@ def collect_demos(env: CalvinTabletopEnv, tasks: Sequence[str], num_points: int 
         recorder = TrackRecorder(env.cid, env.static_cam, moving, num_points, seed, DYNAMIC_FRACTION, weights=weights)
     elif record_tracks:
         recorder = TrackRecorder(env.cid, env.static_cam, env.moving_objects(), num_points=num_points, seed=seed)
+    confirmed, instructions = _confirmation(env.task_set)
     obs = env.get_obs()
     for task in tasks:
         frames: list[dict[str, np.ndarray]] = []
@@ -321,7 +375,18 @@ def collect_demos(env: CalvinTabletopEnv, tasks: Sequence[str], num_points: int 
                 recorder.record(o["depth_obs"]["depth_static"])
 
         obs, _ = expert.run(task, obs, record)
-        if task not in get_task_info(start_info, env.get_info()) or not frames:
+        if not confirmed(task, start_info, env.get_info()) or not frames:
             return
         tracks, visible = recorder.result() if recorder is not None else (None, None)
-        yield TaskDemo(task, TASKS[task].instruction, frames, tracks, visible)
+        yield TaskDemo(task, instructions[task], frames, tracks, visible)
+
+
+def _confirmation(task_set: str) -> tuple[Callable[[str, dict, dict], bool], dict[str, str]]:
+    """``(confirmed(task, start_info, end_info), instructions)`` of a task set."""
+    if task_set == "calvin":
+        from integrations.gr1.calvin_tasks import Tasks
+
+        oracle = Tasks.from_yaml()
+        return (lambda t, s, e: bool(oracle.get_task_info_for_set(s, e, {t})),
+                {name: task.instruction for name, task in CALVIN_TASKS.items()})
+    return (lambda t, s, e: t in get_task_info(s, e)), {name: task.instruction for name, task in TASKS.items()}

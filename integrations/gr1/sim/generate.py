@@ -1,11 +1,16 @@
 """Generate expert demonstrations in CALVIN's format with ground-truth track sidecars (paper §4.4).
 
     python -m integrations.gr1.sim.generate --out data/tabletop/training --episodes 10 --seed 0
+    python -m integrations.gr1.sim.generate --out data/tabletop_calvin/training --task-set calvin
 
 Each episode starts from a seeded scene and runs the scripted expert through a chain of
 ``--tasks-per-episode`` tasks sampled like the long-horizon protocol, recorded as one
 continuous CALVIN episode with one language annotation (and one track sidecar) per task.
 A task the expert fails ends its episode early; only confirmed tasks are written.
+``--task-set calvin`` records CALVIN's 34 tasks (with its instructions) in the scene with the
+cabinet plank and the open drawer, from CALVIN-style start states
+(:func:`integrations.gr1.sim.calvin_task_set.sample_calvin_chains`); the default (``classic``)
+generates exactly what it did before.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from integrations.gr1.sim.calvin_format import CalvinWriter
+from integrations.gr1.sim.calvin_task_set import sample_calvin_chains
 from integrations.gr1.sim.expert import collect_demos
 from integrations.gr1.sim.tabletop_env import CalvinTabletopEnv
 from integrations.gr1.sim.tasks import sample_task_chains
@@ -38,6 +44,7 @@ class GenerateConfig:
         movement_weighted: sample track points favouring the bodies expected to move
             (:func:`integrations.gr1.sim.tracks.movement_prior`, as the evaluation does);
             ``False``: the earlier sampling (half over all movable bodies evenly, half uniform).
+        task_set: ``"classic"`` (default) or ``"calvin"`` (CALVIN's 34 tasks, see the module docstring).
     """
 
     out: Path
@@ -47,6 +54,7 @@ class GenerateConfig:
     num_points: int = 256
     compress: bool = True
     movement_weighted: bool = True
+    task_set: str = "classic"
 
     @classmethod
     def tiny(cls, out: str | Path, seed: int = 0) -> "GenerateConfig":
@@ -55,6 +63,8 @@ class GenerateConfig:
 
     def __post_init__(self) -> None:
         self.out = Path(self.out)
+        if self.task_set not in ("classic", "calvin"):
+            raise ValueError(f"task_set must be 'classic' or 'calvin', got {self.task_set!r}")
         if self.episodes < 1:
             raise ValueError(f"episodes must be >= 1, got {self.episodes}")
         if self.tasks_per_episode < 1:
@@ -66,10 +76,13 @@ class GenerateConfig:
 def generate(cfg: GenerateConfig) -> dict[str, float]:
     """Write the dataset; returns counts and timing (also saved as ``generate_stats.json``)."""
     t0 = time.perf_counter()
-    chains = sample_task_chains(cfg.episodes, cfg.seed, cfg.tasks_per_episode)
+    if cfg.task_set == "calvin":
+        chains = sample_calvin_chains(cfg.episodes, cfg.seed, cfg.tasks_per_episode)
+    else:
+        chains = sample_task_chains(cfg.episodes, cfg.seed, cfg.tasks_per_episode)
     writer = CalvinWriter(cfg.out, compress=cfg.compress)
     attempted = completed = 0
-    env = CalvinTabletopEnv(use_relative_actions=True, seed=cfg.seed)
+    env = CalvinTabletopEnv(use_relative_actions=True, seed=cfg.seed, task_set=cfg.task_set)
     try:
         bar = tqdm(chains, desc="expert episodes", unit="ep")
         for i, chain in enumerate(bar):
@@ -106,9 +119,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--even-points", action="store_true",
                         help="earlier track points: half split evenly over the movable bodies, half uniform "
                              "(default: favour the bodies expected to move, as the evaluation does)")
+    parser.add_argument("--task-set", choices=("classic", "calvin"), default="classic",
+                        help="calvin: CALVIN's 34 tasks and instructions in the scene with its cabinet plank and open drawer")
     args = parser.parse_args(argv)
     stats = generate(GenerateConfig(args.out, args.episodes, args.seed, args.tasks_per_episode, args.num_points,
-                                    not args.no_compress, not args.even_points))
+                                    not args.no_compress, not args.even_points, args.task_set))
     print(json.dumps(stats))
 
 

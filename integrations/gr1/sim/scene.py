@@ -121,6 +121,8 @@ class SceneBodies:
     led: int
     bulb: int
     blocks: dict[str, int]
+    plank: int | None = None
+    """The cabinet plank (``task_set="calvin"`` only)."""
 
 
 class TabletopScene:
@@ -128,10 +130,15 @@ class TabletopScene:
 
     Args:
         cid: pybullet physics client id.
+        task_set: ``"classic"`` (default) or ``"calvin"``: adds the cabinet plank and makes the drawer
+            hollow (:mod:`integrations.gr1.sim.calvin_fixtures`); the classic scene is built exactly as before.
     """
 
-    def __init__(self, cid: int) -> None:
+    def __init__(self, cid: int, task_set: str = "classic") -> None:
+        from integrations.gr1.sim.calvin_fixtures import check_task_set
+
         self.cid = cid
+        self.task_set = check_task_set(task_set)
         self.led_on = False
         self._button_was_pressed = False
         self.bodies = self._build()
@@ -141,8 +148,14 @@ class TabletopScene:
         # An untextured floor: the textured plane.urdf costs the CPU renderer ~6 ms a frame.
         col, vis = _box(cid, (2.0, 2.0, 0.01), (0.55, 0.57, 0.6, 1.0))
         plane = pb.createMultiBody(0.0, col, vis, basePosition=(0.0, 0.0, -0.76), physicsClientId=cid)
-        col, vis = _box(cid, (0.55, 0.6, 0.375), _WOOD)
-        table = pb.createMultiBody(0.0, col, vis, basePosition=(-0.15, 0.0, -0.375), physicsClientId=cid)
+        if self.task_set == "calvin":  # the table with a shallow recess the drawer's floor slides in
+            from integrations.gr1.sim.calvin_fixtures import table_parts
+
+            col, vis = _compound(cid, table_parts(_WOOD))
+            table = pb.createMultiBody(0.0, col, vis, basePosition=(0.0, 0.0, 0.0), physicsClientId=cid)
+        else:
+            col, vis = _box(cid, (0.55, 0.6, 0.375), _WOOD)
+            table = pb.createMultiBody(0.0, col, vis, basePosition=(-0.15, 0.0, -0.375), physicsClientId=cid)
         # Sliding door: a rail at the back, a panel sliding along y; an L-shaped handle (a bar
         # at the bottom, a vertical post) leaves room for the fingers above the bar.
         post_z = SLIDER_GRASP_Z + 0.01  # post spans 0.09..0.135 (the hand's underside clears it), the bar below
@@ -156,11 +169,18 @@ class TabletopScene:
         # Drawer: a cabinet on the robot's right; the drawer pulls out towards -y. The handle
         # post stands 8 cm in front of the drawer so the open fingers and the hand clear the cabinet.
         drawer_link_y = DRAWER_FRONT_Y + 0.095
+        if self.task_set == "calvin":  # a hollow cabinet and a drawer with a floor blocks can lie on
+            from integrations.gr1.sim.calvin_fixtures import drawer_shapes
+
+            cabinet_parts, drawer_parts = drawer_shapes((DRAWER_X, DRAWER_FRONT_Y + 0.10, 0.05), drawer_link_y)
+            cabinet_shape, drawer_shape = _compound(cid, cabinet_parts), _compound(cid, drawer_parts)
+        else:
+            cabinet_shape = _box(cid, (0.06, 0.10, 0.05), _DARK)
+            drawer_shape = _compound(cid, [((0.05, 0.095, 0.035), (0.0, 0.0, 0.0), _WOOD),
+                                           ((0.005, 0.035, 0.005), (0.0, DRAWER_FRONT_Y - 0.035 - drawer_link_y, -0.01), _HANDLE),
+                                           ((0.01, 0.01, 0.0225), (0.0, DRAWER_HANDLE_Y_CLOSED - drawer_link_y, 0.0175), _HANDLE)])
         drawer = _articulated(
-            cid, (DRAWER_X, DRAWER_FRONT_Y + 0.10, 0.05), _box(cid, (0.06, 0.10, 0.05), _DARK),
-            _compound(cid, [((0.05, 0.095, 0.035), (0.0, 0.0, 0.0), _WOOD),
-                            ((0.005, 0.035, 0.005), (0.0, DRAWER_FRONT_Y - 0.035 - drawer_link_y, -0.01), _HANDLE),
-                            ((0.01, 0.01, 0.0225), (0.0, DRAWER_HANDLE_Y_CLOSED - drawer_link_y, 0.0175), _HANDLE)]),
+            cid, (DRAWER_X, DRAWER_FRONT_Y + 0.10, 0.05), cabinet_shape, drawer_shape,
             (0.0, -0.005, 0.0), (0, -1, 0), DRAWER_RANGE, friction=8.0,
         )
         # Button: a housing with a cap on a vertical joint; a weak position motor is its spring.
@@ -182,7 +202,12 @@ class TabletopScene:
             col, vis = _box(cid, (BLOCK_HALF,) * 3, rgba)
             blocks[name] = pb.createMultiBody(0.08, col, vis, basePosition=(0, 0, BLOCK_HALF), physicsClientId=cid)
             pb.changeDynamics(blocks[name], -1, lateralFriction=1.0, spinningFriction=0.001, physicsClientId=cid)
-        return SceneBodies(plane, table, slider, drawer, button, switch, led, bulb, blocks)
+        plank = None
+        if self.task_set == "calvin":  # built last: the classic bodies keep their ids
+            from integrations.gr1.sim.calvin_fixtures import build_plank
+
+            plank = build_plank(cid)
+        return SceneBodies(plane, table, slider, drawer, button, switch, led, bulb, blocks, plank)
 
     # ----------------------------------------------------------------- state <-> scene_obs
     def joint(self, body: int) -> float:

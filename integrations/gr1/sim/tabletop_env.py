@@ -35,6 +35,7 @@ import numpy as np
 import pybullet as pb
 import pybullet_data
 
+from integrations.gr1.sim.calvin_fixtures import check_task_set
 from integrations.gr1.sim.calvin_info import calvin_info
 from integrations.gr1.sim.cameras import CameraView, gripper_camera, static_camera
 from integrations.gr1.sim.scene import TabletopScene, sample_scene_obs
@@ -113,16 +114,21 @@ class CalvinTabletopEnv:
             before issue 15).
         static_view: ``"near"`` (default) or ``"calvin"`` (CALVIN's fov-10 camera from afar;
             :func:`integrations.gr1.sim.cameras.static_camera`).
+        task_set: ``"classic"`` (default: the scene of the 25 tasks, unchanged) or ``"calvin"``
+            (CALVIN's 34 tasks: adds the cabinet plank and the open drawer of
+            :mod:`integrations.gr1.sim.calvin_fixtures`; ``reset()`` without a ``scene_obs`` then
+            draws a CALVIN-style start state, :func:`integrations.gr1.sim.calvin_task_set.sample_calvin_scene_obs`).
     """
 
     def __init__(self, use_relative_actions: bool = True, static_size: int = 200, gripper_size: int = 84,
                  seed: int = 0, render_gripper: bool = True, low_poly_robot: bool = True,
-                 action_integration: str = "target", static_view: str = "near") -> None:
+                 action_integration: str = "target", static_view: str = "near", task_set: str = "classic") -> None:
         if static_size < 8 or gripper_size < 8:
             raise ValueError(f"static_size/gripper_size must be >= 8, got {static_size}/{gripper_size}")
         if action_integration not in ("measured", "target"):
             raise ValueError(f"action_integration must be 'measured' or 'target', got {action_integration!r}")
         self.action_integration = action_integration
+        self.task_set = check_task_set(task_set)
         self._target_pose = np.zeros(6)
         self.use_relative_actions = bool(use_relative_actions)
         self.gripper_size = int(gripper_size)
@@ -146,7 +152,7 @@ class CalvinTabletopEnv:
         self._ik_upper = [info[j][9] for j in movable]
         self._ik_range = [u - lo for lo, u in zip(self._ik_lower, self._ik_upper)]
         self._ik_rest = list(HOME_JOINTS) + [0.04, 0.04]
-        self.scene = TabletopScene(self.cid)
+        self.scene = TabletopScene(self.cid, task_set)
         self.static_cam: CameraView = static_camera(static_size, static_view)
         self._gripper_action = 1.0
         self._last_depth_static: np.ndarray | None = None
@@ -180,7 +186,9 @@ class CalvinTabletopEnv:
         for f in FINGER_JOINTS:
             pb.resetJointState(self.robot, f, float(np.clip(width / 2, 0.0, 0.04)), 0.0, physicsClientId=self.cid)
         self._gripper_action = gripper_action
-        self.scene.set_scene_obs(sample_scene_obs(self.seed if seed is None else seed) if scene_obs is None else scene_obs)
+        if scene_obs is None:
+            scene_obs = self._sample_scene_obs(self.seed if seed is None else seed)
+        self.scene.set_scene_obs(scene_obs)
         # Hold the current pose until the first action arrives.
         tcp = self._tcp_pose()
         self._command(tcp[:3], tcp[3:], gripper_action)
@@ -242,6 +250,8 @@ class CalvinTabletopEnv:
         """Scene state for the task oracles: ``scene_obs``, ``robot_obs`` and ``block_contacts`` for
         :func:`integrations.gr1.sim.tasks.get_task_info`, plus ``robot_info`` / ``scene_info`` in
         ``calvin_env``'s layout for CALVIN's own oracle (:mod:`integrations.gr1.sim.calvin_info`)."""
+        if self.task_set == "calvin":  # contacts of the state now, even right after a reset (classic: as before)
+            pb.performCollisionDetection(physicsClientId=self.cid)
         contacts = {name: self.block_contacts(name) for name in self.scene.bodies.blocks}
         return {"scene_obs": self.scene.get_scene_obs(), "robot_obs": self.get_robot_obs(), "block_contacts": contacts,
                 **calvin_info(self)}
@@ -279,9 +289,12 @@ class CalvinTabletopEnv:
         return np.concatenate([self._tcp_pose(), [width], joints, [self._gripper_action]])
 
     def block_contacts(self, name: str) -> set[str]:
-        """Names of what block ``name`` touches: ``"robot"``, ``"table"``, other block names, fixtures."""
+        """Names of what block ``name`` touches: ``"robot"``, ``"table"``, other block names, fixtures
+        (``"drawer"``, ``"slider"``, ``"plank"``, ``"floor"``, ``"other"``)."""
         b = self.scene.bodies
         names = {b.table: "table", self.robot: "robot", b.drawer: "drawer", b.slider: "slider", b.plane: "floor"}
+        if b.plank is not None:
+            names[b.plank] = "plank"
         names.update({body: other for other, body in b.blocks.items()})
         touching = set()
         for contact in pb.getContactPoints(bodyA=b.blocks[name], physicsClientId=self.cid):
@@ -310,6 +323,13 @@ class CalvinTabletopEnv:
         if self._last_depth_static is None:
             raise RuntimeError("no observation rendered yet")
         return self._last_depth_static
+
+    def _sample_scene_obs(self, seed: int) -> np.ndarray:
+        if self.task_set == "calvin":  # the classic block area overlaps the plank's edge
+            from integrations.gr1.sim.calvin_task_set import sample_calvin_scene_obs
+
+            return sample_calvin_scene_obs(seed)
+        return sample_scene_obs(seed)
 
     def _tcp_pose(self) -> np.ndarray:
         state = pb.getLinkState(self.robot, TCP_LINK, computeForwardKinematics=True, physicsClientId=self.cid)

@@ -178,6 +178,9 @@ class SymbolicState:
         blocks: colour -> (x, y) of blocks free on the table (stacked or held blocks are absent).
         obstacles: (x, y) of stacks, which blocks must keep clear of.
         stacks: ``(top, bottom, (x, y))`` of each stack, oldest first.
+        places: colour -> ``"slider_left"`` / ``"slider_right"`` / ``"drawer"`` of blocks resting on
+            the cabinet plank or in the drawer (``task_set="calvin"`` only, see
+            :mod:`integrations.gr1.sim.calvin_task_set`; always empty with the classic tasks).
     """
 
     slider_left: bool
@@ -188,6 +191,7 @@ class SymbolicState:
     blocks: dict[str, tuple[float, float]] = field(default_factory=dict)
     obstacles: tuple[tuple[float, float], ...] = ()
     stacks: tuple[tuple[str, str, tuple[float, float]], ...] = ()
+    places: dict[str, str] = field(default_factory=dict)
 
     @staticmethod
     def from_scene_obs(scene_obs: np.ndarray) -> "SymbolicState":
