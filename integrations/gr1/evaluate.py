@@ -199,6 +199,9 @@ class EvalArgs:
         task_set: the embedded env's tasks: ``classic`` (default: chains sampled from ``seed``) or
             ``calvin`` (CALVIN's 34 tasks on the tabletop with its plank and open drawer, and CALVIN's
             official chains, the first ``num_chains``, with its instructions; ignored by ``env=calvin``).
+        ground_truth_mode: what the ``gt`` row's future is in closed loop (embedded env,
+            :mod:`integrations.gr1.sim.oracle`): ``from_state`` (the expert continued from the current
+            state at every step) or ``from_start`` (the expert's run from the subtask start, by step).
         seed: chain sampling seed.
         out: folder for results.json / results.md (``None``: print only).
         label: row name in the table.
@@ -213,6 +216,7 @@ class EvalArgs:
     env: Literal["embedded", "calvin"] = "embedded"
     calvin_dataset: str | None = None
     task_set: Literal["classic", "calvin"] = "classic"
+    ground_truth_mode: Literal["from_state", "from_start"] = "from_state"
     seed: int = 0
     out: str | None = None
     label: str | None = None
@@ -232,7 +236,8 @@ def main(args: EvalArgs) -> str:
     from integrations.gr1.modeling_gr1 import GR1Policy
 
     policy = GR1Policy.from_pretrained(args.checkpoint, device=args.device)
-    backend = make_backend(args.env, dataset=args.calvin_dataset, seed=args.seed, task_set=args.task_set)
+    backend = make_backend(args.env, dataset=args.calvin_dataset, seed=args.seed, task_set=args.task_set,
+                           ground_truth_mode=args.ground_truth_mode)
     try:
         result = evaluate(policy, backend, args.tracks, args.num_chains, args.seed, args.max_steps, args.label, args.device)
     finally:

@@ -8,24 +8,16 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
+
+from tests.helpers import write_drifting_clips
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 def _labelled(root: Path) -> None:
     """Three 60-frame clips whose 40 tracks drift by a few pixels per frame."""
-    from arfm.data.clip_store import write_clip, write_manifest
-
-    rng = np.random.default_rng(0)
-    for i in range(3):
-        frames = rng.integers(0, 255, size=(60, 256, 256, 3), dtype=np.uint8)
-        start = rng.uniform(60, 190, size=(40, 1, 2))
-        velocity = rng.normal(0, 2.0, size=(40, 1, 2))
-        tracks = np.clip(start + velocity * np.arange(60)[None, :, None], 0, 255).astype(np.float32)
-        write_clip(root, f"clip{i}", frames, tracks, np.ones((40, 60), bool), fps=15.0, caption="drift")
-    write_manifest(root)
+    write_drifting_clips(root, clips=3, frames=60, tracks=40)
 
 
 @pytest.mark.parametrize("script", ["table1.py", "table5.py"])

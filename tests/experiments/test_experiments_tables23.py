@@ -3,28 +3,20 @@ seeds and the table layouts (no training here; the scripts' stages are exercised
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-import sys
 from pathlib import Path
 
 import pytest
 import tyro
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.helpers import REPO, load_experiment
 
 
-def _load(name: str):
-    spec = importlib.util.spec_from_file_location(f"experiments_{name}", REPO / "experiments" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while the file executes
-    spec.loader.exec_module(module)
-    return module
 
 
-table2 = _load("table2")
-table3 = _load("table3")
+table2 = load_experiment("table2")
+table3 = load_experiment("table3")
 
 
 # ------------------------------------------------------------------ table 3 (GR-1)

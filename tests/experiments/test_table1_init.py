@@ -7,7 +7,6 @@ import shutil
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
@@ -16,24 +15,15 @@ sys.path.insert(0, str(REPO / "experiments"))
 
 import table1  # noqa: E402
 
+from tests.helpers import write_drifting_clips  # noqa: E402
+
 SMALL = {"horizon": 4, "num_points": 8, "batch_size": 2}
 
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> Path:
     """Two 20-frame clips whose 12 tracks drift by a few pixels per frame."""
-    from arfm.data.clip_store import write_clip, write_manifest
-
-    root = tmp_path_factory.mktemp("data")
-    rng = np.random.default_rng(0)
-    for i in range(2):
-        frames = rng.integers(0, 255, size=(20, 256, 256, 3), dtype=np.uint8)
-        start = rng.uniform(60, 190, size=(12, 1, 2))
-        velocity = rng.normal(0, 2.0, size=(12, 1, 2))
-        tracks = np.clip(start + velocity * np.arange(20)[None, :, None], 0, 255).astype(np.float32)
-        write_clip(root, f"clip{i}", frames, tracks, np.ones((12, 20), bool), fps=15.0, caption="drift")
-    write_manifest(root)
-    return root
+    return write_drifting_clips(tmp_path_factory.mktemp("data"), clips=2, frames=20, tracks=12)
 
 
 @pytest.fixture(scope="module")

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,15 +14,11 @@ from integrations.gr1.sim.calvin_format import CalvinEpisodeReader
 from integrations.gr1.sim.calvin_task_set import CALVIN_TASKS, sample_calvin_chains
 from integrations.gr1.sim.generate import GenerateConfig, generate
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.helpers import REPO, load_experiment
 
 
 def _load_table3():
-    spec = importlib.util.spec_from_file_location("experiments_table3_parity", REPO / "experiments" / "table3.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while the class is built
-    spec.loader.exec_module(module)
-    return module
+    return load_experiment("table3")
 
 
 def test_generate_calvin_demos_carry_calvin_instructions(tmp_path):

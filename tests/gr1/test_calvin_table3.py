@@ -2,22 +2,17 @@
 
 from __future__ import annotations
 
-import importlib.util
 import sys
 from pathlib import Path
 
 import pytest
 import tyro
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.helpers import REPO, load_experiment
 
 
 def _load_table3():
-    spec = importlib.util.spec_from_file_location("experiments_table3_calvin", REPO / "experiments" / "table3.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while the class is built
-    spec.loader.exec_module(module)
-    return module
+    return load_experiment("table3")
 
 
 table3 = _load_table3()

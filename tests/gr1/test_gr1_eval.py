@@ -216,3 +216,19 @@ def test_an_arfm_checkpoint_conditions_the_policy(policy: GR1Policy, backend: Em
     torch.testing.assert_close(tracks[:, 0], torch.from_numpy(points))
     result = evaluate(policy, backend, f"arfm:{tmp_path / 'arfm'}", num_chains=1, max_steps=2)
     assert result.num_chains == 1 and result.avg_len == 0.0
+
+
+def test_cli_passes_the_ground_truth_mode(policy: GR1Policy, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import integrations.gr1.evaluate as evaluate_module
+
+    made = []
+
+    def spy(*args, **kwargs):
+        backend = EmbeddedBackend(seed=kwargs.get("seed", 0), num_points=4, ground_truth_mode=kwargs["ground_truth_mode"])
+        made.append(backend)
+        return backend
+
+    monkeypatch.setattr(evaluate_module, "make_backend", spy)
+    policy.save_pretrained(tmp_path / "ckpt")
+    main(EvalArgs(checkpoint=str(tmp_path / "ckpt"), tracks="gt", num_chains=1, max_steps=2, ground_truth_mode="from_start"))
+    assert [b.ground_truth_mode for b in made] == ["from_start"]

@@ -4,7 +4,11 @@ Modules: :mod:`.tabletop_env` (the env, CALVIN API/spaces), :mod:`.scene` (bodie
 ``scene_obs`` layout), :mod:`.cameras`, :mod:`.tasks` (task oracle and chains),
 :mod:`.expert` (scripted demonstrations), :mod:`.calvin_format` (CALVIN's on-disk format),
 :mod:`.tracks` (exact ground-truth point tracks), :mod:`.generate` (dataset CLI),
-:mod:`.fnv` (FNV-1 32-bit hash). See ``README.md`` in this folder.
+:mod:`.fnv` (FNV-1 32-bit hash), :mod:`.oracle` (the ``gt`` row's future in closed loop);
+CALVIN's full task set (``task_set="calvin"``): :mod:`.calvin_fixtures` (cabinet plank, open
+drawer, official start states), :mod:`.calvin_task_set` (the 34 tasks and their chains),
+:mod:`.calvin_expert` (plans for the nine tasks that need them), :mod:`.calvin_info` (CALVIN's
+``get_info`` layout). See ``README.md`` in this folder.
 """
 
 from integrations.gr1.sim.calvin_format import CalvinEpisodeReader, CalvinWriter, hashed_embedding
