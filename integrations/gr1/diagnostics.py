@@ -10,7 +10,7 @@ signal before any closed-loop run: does the oracle-conditioned policy predict th
 better than without tracks, and better than a GR-1 trained without the track token
 (``--plain-checkpoint``, reported as ``error_plain``)? And with the tracks a predictor makes from
 each window's current frame (``--predictors arfm:<ckpt> no-movement``, reported as
-``error_<spec>``): how much of the oracle's gain would that predictor's tracks keep, before
+``error_<kind>``, e.g. ``error_arfm``): how much of the oracle's gain would that predictor's tracks keep, before
 paying for a closed-loop run?
 
     python -m integrations.gr1.diagnostics --checkpoint runs/x/gr1_seed0/checkpoint --data runs/x/demos

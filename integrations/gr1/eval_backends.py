@@ -107,11 +107,10 @@ class EmbeddedBackend(_CalvinApiBackend):
                  all_tasks: bool = False, ground_truth_mode: str = "from_state", task_set: str = "classic") -> None:
         from integrations.gr1.calvin_tasks import Tasks
         from integrations.gr1.sim import CalvinTabletopEnv
+        from integrations.gr1.sim.oracle import GROUND_TRUTH_MODES
 
-        from integrations.gr1.sim.oracle import ORACLES
-
-        if ground_truth_mode not in ORACLES:
-            raise ValueError(f"EmbeddedBackend ground_truth_mode must be one of {sorted(ORACLES)}, got {ground_truth_mode!r}")
+        if ground_truth_mode not in GROUND_TRUTH_MODES:
+            raise ValueError(f"EmbeddedBackend ground_truth_mode must be one of {GROUND_TRUTH_MODES}, got {ground_truth_mode!r}")
         self.ground_truth_mode = ground_truth_mode
         if oracle not in ("calvin", "embedded"):
             raise ValueError(f"EmbeddedBackend oracle must be 'calvin' or 'embedded', got {oracle!r}")
@@ -175,12 +174,11 @@ class EmbeddedBackend(_CalvinApiBackend):
     def ground_truth(self, step: int) -> FutureFn:
         """Ground truth at step ``step`` of the subtask: the current positions plus the expert's
         displacements, as :attr:`ground_truth_mode` defines them (:mod:`integrations.gr1.sim.oracle`)."""
-        from integrations.gr1.sim.oracle import ORACLES
+        from integrations.gr1.sim.oracle import make_oracle
 
         def future(horizon: int) -> tuple[np.ndarray, np.ndarray]:
             if self._future is None:  # made at the first step of the subtask: its plan starts there
-                extra = {"max_lookahead": self.max_lookahead} if self.ground_truth_mode == "from_start" else {}
-                self._future = ORACLES[self.ground_truth_mode](self.env, self.task, lambda: self._project()[0], **extra)
+                self._future = make_oracle(self.ground_truth_mode, self.env, self.task, lambda: self._project()[0], self.max_lookahead)
             moves = self._future.displacements(step, horizon)
             now, visible = self.query_points()
             return now[:, None] + moves, np.repeat(visible[:, None], horizon, axis=1)

@@ -66,6 +66,15 @@ class _Rollback:
         scene.update_lights()
 
 
+def _plan_or_stay(expert: ScriptedExpert, task: str) -> list[Waypoint]:
+    """The expert's waypoints for ``task`` from the current state; none (no motion) when the task
+    cannot start from here."""
+    try:
+        return expert.plan(task)
+    except RuntimeError:
+        return []
+
+
 def _hold(path: list[np.ndarray], horizon: int) -> np.ndarray:
     """``(N, horizon + 1, 2)`` from a list of ``(N, 2)`` frames, the last one held."""
     path = path + [path[-1]] * (horizon + 1 - len(path))
@@ -82,11 +91,7 @@ class ExpertReplay:
     def _record(self) -> np.ndarray:
         expert, pixels = ScriptedExpert(self.env), [self.project()]
         with _Rollback(self.env):
-            try:
-                waypoints = expert.plan(self.task)
-            except RuntimeError:  # the task cannot start from here: no motion
-                waypoints = []
-            expert.follow(waypoints, {"robot_obs": self.env.get_robot_obs()}, max_steps=self.max_lookahead,
+            expert.follow(_plan_or_stay(expert, self.task), {"robot_obs": self.env.get_robot_obs()}, max_steps=self.max_lookahead,
                           after_step=lambda: pixels.append(self.project()))
         return np.stack(pixels, axis=1).astype(np.float32)
 
@@ -104,10 +109,7 @@ class ExpertContinuation:
     def __init__(self, env: CalvinTabletopEnv, task: str, project: Project) -> None:
         self.env, self.project = env, project
         self.expert = ScriptedExpert(env)
-        try:
-            self.waypoints = self.expert.plan(task)
-        except RuntimeError:
-            self.waypoints = []
+        self.waypoints = _plan_or_stay(self.expert, task)
         self.next = 0  # first waypoint not yet passed
 
     def _passed(self, j: int, robot: np.ndarray) -> bool:
@@ -154,5 +156,15 @@ class ExpertContinuation:
         return path[:, 1:] - path[:, :1]
 
 
-ORACLES = {"from_state": ExpertContinuation, "from_start": ExpertReplay}
-"""How the ``gt`` row's future is defined in closed loop (module docstring)."""
+GROUND_TRUTH_MODES = ("from_state", "from_start")
+"""How the ``gt`` row's future can be defined in closed loop (module docstring)."""
+
+
+def make_oracle(mode: str, env: CalvinTabletopEnv, task: str, project: Project, max_lookahead: int = 360):
+    """:class:`ExpertContinuation` (``"from_state"``) or :class:`ExpertReplay` (``"from_start"``,
+    looking at most ``max_lookahead`` steps ahead) for the subtask starting now."""
+    if mode == "from_state":
+        return ExpertContinuation(env, task, project)
+    if mode == "from_start":
+        return ExpertReplay(env, task, project, max_lookahead)
+    raise ValueError(f"unknown ground-truth mode {mode!r}; one of {GROUND_TRUTH_MODES}")
