@@ -12,6 +12,7 @@ from arfm.atomic import write_text_atomic
 
 REPO = Path(__file__).resolve().parents[1]
 SLUG = re.compile(r"[^A-Za-z0-9]+")
+ARFM_PLACEHOLDER = "{ckpt:arfm}"  # in a row's track spec: the ARFM checkpoint the run trained
 
 
 def resolve(path: str | Path) -> Path:

@@ -41,9 +41,8 @@ if str(REPO) not in sys.path:  # run as a script: make `integrations` importable
 from arfm.evaluation.report import write_text_atomic  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # sibling module when loaded by path
-from stages import SLUG, load_config, merge_timings, resolve, same_record, slug  # noqa: E402
+from stages import ARFM_PLACEHOLDER, SLUG, load_config, merge_timings, resolve, same_record, slug  # noqa: E402
 
-ARFM_PLACEHOLDER = "{ckpt:arfm}"
 
 
 @dataclass

@@ -14,7 +14,7 @@ from integrations.gr1.sim.calvin_format import CalvinEpisodeReader
 from integrations.gr1.sim.calvin_task_set import CALVIN_TASKS, sample_calvin_chains
 from integrations.gr1.sim.generate import GenerateConfig, generate
 
-from tests.helpers import REPO, load_experiment
+from tests.helpers import load_experiment
 
 
 def _load_table3():

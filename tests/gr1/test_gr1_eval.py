@@ -98,13 +98,16 @@ def test_streaming_predictors_are_reset_per_subtask_and_updated_per_step() -> No
     events = []
 
     class Stream:
+        def __init__(self, tracker):
+            self.tracker = tracker  # the conditioner's point tracker: where the queries are now
+
         def reset(self, frame, queries, text):
             events.append(("reset", frame.shape, queries.copy(), text))
             return np.repeat(queries[:, None], L - 1, axis=1)
 
         def update(self, frame):
-            events.append(("update", frame.shape, tracker.points.copy()))
-            return np.repeat(tracker.points[:, None], L - 1, axis=1)
+            events.append(("update", frame.shape, self.tracker.points.copy()))
+            return np.repeat(self.tracker.points[:, None], L - 1, axis=1)
 
     class Streaming:
         name, stochastic = "streaming", True
@@ -114,8 +117,7 @@ def test_streaming_predictors_are_reset_per_subtask_and_updated_per_step() -> No
 
         def stream(self, horizon, tracker=None, seed=0):
             assert horizon == L - 1
-            globals()["tracker"] = tracker
-            return Stream()
+            return Stream(tracker)
 
     conditioner = OnlineTrackConditioner(Streaming(), L, 200)
     points = np.array([[100.0, 50.0]], np.float32)

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 from safetensors.torch import load_file as load_safetensors_file
-from safetensors.torch import load_model as load_safetensors_into
+from safetensors.torch import load_model as load_safetensors_into  # noqa: F401  (train.py resumes through this module)
 from safetensors.torch import save_file as save_safetensors_file
 from safetensors.torch import save_model as save_safetensors_from
 

@@ -24,7 +24,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from arfm.backbones.base import FrameFeatures, TextFeatures
+from arfm.backbones.base import TextFeatures
 from arfm.config import OfficialQuirks
 
 REDUCED_CHANNELS = (32, 64)

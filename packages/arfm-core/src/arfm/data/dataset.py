@@ -7,7 +7,6 @@ reading only its own frames and track slice.
 
 from __future__ import annotations
 
-import json
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
