@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +23,23 @@ def resolve(path: str | Path) -> Path:
 
 def same_record(path: Path, wanted: dict) -> bool:
     return path.is_file() and json.loads(path.read_text()) == wanted
+
+
+def ensure_file(out: Path, record: dict, make: Callable[[], object], stage: str) -> tuple[Path, float]:
+    """A stage that writes one file: reuse ``out`` when ``<out>.spec.json`` holds ``record``,
+    otherwise call ``make`` (which writes ``out``; what it returns is printed) and record it.
+
+    Returns:
+        ``out`` and the seconds ``make`` took (0 when reused).
+    """
+    spec = out.with_suffix(".spec.json")
+    if out.is_file() and same_record(spec, record):
+        print(f"[{stage}] reusing {out}")
+        return out, 0.0
+    started = time.perf_counter()
+    print(f"[{stage}] {make()}")
+    write_text_atomic(spec, json.dumps(record))
+    return out, time.perf_counter() - started
 
 
 def merge_timings(path: Path, fresh: dict[str, float]) -> dict[str, float]:

@@ -41,7 +41,7 @@ if str(REPO) not in sys.path:  # run as a script: make `integrations` importable
 from arfm.evaluation.report import write_text_atomic  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # sibling module when loaded by path
-from stages import ARFM_PLACEHOLDER, SLUG, load_config, merge_timings, resolve, same_record, slug  # noqa: E402
+from stages import ARFM_PLACEHOLDER, SLUG, ensure_file, load_config, merge_timings, resolve, same_record, slug  # noqa: E402
 
 
 
@@ -53,6 +53,9 @@ class ChoisSpec:
         preset: ``tiny`` (CPU) or ``base`` (published sizes).
         steps, batch_size, lr: optimisation.
         seeds: one CHOIS run per seed.
+        pretrain_track_encoder_steps: steps of pre-training the track encoder alone on the training
+            windows' ground-truth tracks (:mod:`integrations.chois.pretrain_tracks`, once, shared
+            by every seed) before CHOIS training starts from it; 0: trained jointly from scratch.
     """
 
     preset: str = "tiny"
@@ -60,6 +63,7 @@ class ChoisSpec:
     batch_size: int = 8
     lr: float = 1e-3
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    pretrain_track_encoder_steps: int = 0
 
     def __post_init__(self) -> None:
         if self.preset not in ("tiny", "base"):
@@ -67,6 +71,8 @@ class ChoisSpec:
         for name in ("steps", "batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"invalid ChoisSpec field '{name}': must be >= 1, got {getattr(self, name)}")
+        if self.pretrain_track_encoder_steps < 0:
+            raise ValueError(f"invalid ChoisSpec field 'pretrain_track_encoder_steps': must be >= 0, got {self.pretrain_track_encoder_steps}")
         if not self.seeds or len(set(self.seeds)) != len(self.seeds):
             raise ValueError(f"invalid ChoisSpec field 'seeds': need distinct seeds, got {self.seeds}")
 
@@ -182,13 +188,26 @@ def apply_overrides(cfg: Table2Config, cmd: Table2Command) -> Table2Config:
 
 
 # ---------------------------------------------------------------- CHOIS training
-def ensure_chois(spec: ChoisSpec, data: Path, mocap: Path, out: Path, seed: int) -> tuple[Path, float]:
+def ensure_track_encoder(spec: ChoisSpec, data: Path, mocap: Path, out: Path) -> tuple[Path | None, float]:
+    """Pre-train CHOIS's track encoder on the training windows' ground-truth tracks (once for all
+    seeds; reused when unchanged); ``None`` when ``pretrain_track_encoder_steps`` is 0."""
+    from integrations.chois.pretrain_tracks import PretrainArgs, pretrain
+
+    if spec.pretrain_track_encoder_steps == 0:
+        return None, 0.0
+    args = PretrainArgs(out=str(out), data=str(data), mocap=str(mocap), preset=spec.preset, steps=spec.pretrain_track_encoder_steps)
+    return ensure_file(out, dataclasses.asdict(args), lambda: f"python -m integrations.chois.pretrain_tracks --out {out} --steps {args.steps}: {pretrain(args)}",
+                       "track encoder")
+
+
+def ensure_chois(spec: ChoisSpec, data: Path, mocap: Path, out: Path, seed: int, track_encoder: Path | None = None) -> tuple[Path, float]:
     """Train one CHOIS run on ground-truth tracks (reused when the same run exists)."""
     from integrations.chois.train import TrainArgs, run_training
 
     args = TrainArgs(preset=spec.preset, data=data, mocap=mocap, out=out, steps=spec.steps, batch_size=spec.batch_size,
-                     lr=spec.lr, tracks=True, save_every=spec.steps, seed=seed)
-    wanted = {k: str(v) for k, v in dataclasses.asdict(args).items()}
+                     lr=spec.lr, tracks=True, save_every=spec.steps, seed=seed, track_encoder_init=track_encoder)
+    # runs recorded before the field existed had no pre-trained encoder: the same record
+    wanted = {k: str(v) for k, v in dataclasses.asdict(args).items() if not (k == "track_encoder_init" and v is None)}
     record = out / "table2_train_args.json"
     if (out / "checkpoint").is_dir() and same_record(record, wanted):
         print(f"[chois seed {seed}] reusing {out / 'checkpoint'}")
@@ -217,6 +236,7 @@ def export_track_clips(data: Path, config, labelled: Path, camera_every: int, sm
         The number of clips (existing ones are kept).
     """
     from arfm.data.clip_store import clip_exists, write_clip, write_manifest
+    from arfm.data.dataset import TRACK_RANGE
     from integrations.chois.data.camera import camera_for_window, project_tracks, render_frame
     from integrations.chois.data.fbm_dataset import FbmWindowDataset
     from integrations.chois.data.mocap_to_fbm import heading
@@ -245,7 +265,9 @@ def export_track_clips(data: Path, config, labelled: Path, camera_every: int, sm
                 (render_frame(camera, positions[t].float(), (box_v.double() @ seq["obj_rot"][t].T + com[t]).float(), box_f)
                  .permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
                 for t in steps])
-            tracks = tracks.numpy().clip(-3e4, 3e4)  # points behind the camera project far away; float16 storage
+            # a point behind the camera or far off to the side projects thousands of pixels away; it is
+            # invisible there, so storing it at the edge of the range a labelled clip may hold loses nothing
+            tracks = tracks.numpy().clip(*TRACK_RANGE)
             write_clip(labelled, clip_id, frames, tracks, visible.numpy(), 30.0 / config.track_stride, caption=seq["caption"],
                        source=f"{data} {seq['seq_name']} camera@{start}", extra={"tracker": "projected mocap joints/object points"})
     if count == 0:
@@ -337,6 +359,19 @@ def format_table(title: str, body_model: str, rows: dict[str, dict], specs: dict
     return "\n".join(lines)
 
 
+def format_sensitivity(per_seed: dict[int, dict[str, float]]) -> str:
+    """The track-sensitivity check of every seed (:func:`integrations.chois.diagnostics.track_sensitivity`) as markdown."""
+    if not per_seed:
+        return "Track sensitivity: not measured (it needs at least 2 test windows)."
+    keys = list(next(iter(per_seed.values())))
+    lines = ["Does CHOIS use its tracks? One-step clean-motion predictions on the test windows, every diffusion step "
+             "(errors: mean |predicted - true| normalised motion; change: mean |difference| between two predictions; "
+             "feature_ratio: track feature norm / text feature norm):", "",
+             "| seed | " + " | ".join(keys) + " |", "|---:|" + "---:|" * len(keys)]
+    lines += [f"| {seed} | " + " | ".join(f"{values[k]:.4f}" for k in keys) + " |" for seed, values in per_seed.items()]
+    return "\n".join(lines)
+
+
 def run_table2(cfg: Table2Config) -> Path:
     """Run every stage and write ``table2.md`` / ``table2.json``; returns the markdown path."""
     import torch
@@ -345,6 +380,7 @@ def run_table2(cfg: Table2Config) -> Path:
     from integrations.chois.checkpointing import load_checkpoint
     from integrations.chois.configuration_chois import PRESETS
     from integrations.chois.data.fbm_dataset import FbmWindowDataset
+    from integrations.chois.diagnostics import track_sensitivity
     from integrations.chois.eval import evaluate_predictor
     from integrations.chois.train import ensure_data
 
@@ -360,10 +396,16 @@ def run_table2(cfg: Table2Config) -> Path:
         specs = {label: s.replace(ARFM_PLACEHOLDER, str(arfm_ckpt)) for label, s in specs.items()}
     predictors = {label: build_predictor(s) for label, s in specs.items()}  # fail fast on a bad spec
     test = FbmWindowDataset(data, "test", chois_config, render=True)
+    windows = len(test) if cfg.eval.max_windows <= 0 else min(cfg.eval.max_windows, len(test))
     results: dict[str, dict[int, dict]] = {label: {} for label in specs}
+    sensitivity: dict[int, dict[str, float]] = {}
+    encoder, times["pretrain_track_encoder"] = ensure_track_encoder(cfg.chois, data, mocap, out / "track_encoder_pretrained.safetensors")
     for seed in cfg.chois.seeds:
-        ckpt, times[f"train_chois_seed{seed}"] = ensure_chois(cfg.chois, data, mocap, out / f"chois_seed{seed}", seed)
+        ckpt, times[f"train_chois_seed{seed}"] = ensure_chois(cfg.chois, data, mocap, out / f"chois_seed{seed}", seed, encoder)
         model = load_checkpoint(ckpt, use_tracks=True)
+        if windows >= 2:  # the check compares each window's tracks with another window's
+            sensitivity[seed] = track_sensitivity(model, test, cfg.eval.max_windows, cfg.eval.seed)
+            print(f"[track sensitivity seed {seed}] " + ", ".join(f"{k} {v:.4f}" for k, v in sensitivity[seed].items()))
         for label, predictor in predictors.items():
             record = out / "eval" / f"chois_seed{seed}" / f"{slug(label)}.json"
             wanted = {"checkpoint": str(ckpt), "train": json.loads((ckpt.parent / "table2_train_args.json").read_text()),
@@ -381,18 +423,19 @@ def run_table2(cfg: Table2Config) -> Path:
     times = merge_timings(out / "timings.json", times)
     table = {label: aggregate(per_seed) for label, per_seed in results.items()}
     body_model = test.sequences[0]["body_model"]
-    windows = len(test) if cfg.eval.max_windows <= 0 else min(cfg.eval.max_windows, len(test))
     notes = ["", f"Mean ± std (ddof=1) over CHOIS seeds {cfg.chois.seeds}; {windows} test windows (subjects 16-17), "
              f"sampling seed {cfg.eval.seed}, guidance {'on' if cfg.eval.guidance else 'off'}. "
              "R_prec and FID need a text-motion evaluator (none here): skipped.",
              "Error of the conditioning tracks themselves on these windows (mean px over future-visible points, 256 x 256 camera): "
              + "; ".join(f"{label} {'—' if v is None else f'{v:.2f}'}" for label, v in ade.items()) + ".",
              f"CHOIS: {json.dumps(dataclasses.asdict(cfg.chois))}; ARFM: {json.dumps(dataclasses.asdict(cfg.arfm))}.",
-             "Wall time (s): " + ", ".join(f"{k} {v:.0f}" for k, v in times.items()) + " (stages reused by this run: the time they took when they ran).", f"Command: `{' '.join(sys.argv)}`"]
+             "Wall time (s): " + ", ".join(f"{k} {v:.0f}" for k, v in times.items()) + " (stages reused by this run: the time they took when they ran).", f"Command: `{' '.join(sys.argv)}`",
+             "", format_sensitivity(sensitivity)]
     markdown = format_table(cfg.title, body_model, table, specs) + "\n" + "\n".join(notes) + "\n"
     write_text_atomic(out / "table2.md", markdown)
     write_text_atomic(out / "table2.json", json.dumps({"title": cfg.title, "body_model": body_model, "config": dataclasses.asdict(cfg),
-                                                         "test_windows": windows, "rows": table, "track_ade_px": ade, "specs": specs, "seconds": times}, indent=1))
+                                                         "test_windows": windows, "rows": table, "track_ade_px": ade, "specs": specs, "seconds": times,
+                                                         "track_sensitivity": {str(k): v for k, v in sensitivity.items()}}, indent=1))
     print(markdown)
     return out / "table2.md"
 

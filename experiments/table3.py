@@ -47,7 +47,7 @@ if str(REPO) not in sys.path:  # run as a script: make `integrations` importable
 from arfm.evaluation.report import write_text_atomic  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # sibling module when loaded by path
-from stages import ARFM_PLACEHOLDER, merge_timings, resolve, same_record, slug  # noqa: E402
+from stages import ARFM_PLACEHOLDER, ensure_file, merge_timings, resolve, same_record, slug  # noqa: E402
 from table3_config import PLAIN_ROW, ArfmSpec, DemoSpec, EvalSpec, Gr1Spec, Table3Config  # noqa: E402
 from table3_diagnostics import diagnose_gr1, format_diagnostics  # noqa: E402
 
@@ -221,13 +221,8 @@ def ensure_track_encoder(spec: Gr1Spec, demos: Path, out: Path) -> tuple[Path | 
     if spec.pretrain_track_encoder_steps == 0:
         return None, 0.0
     args = PretrainArgs(data=str(demos), out=str(out), preset="tiny", steps=spec.pretrain_track_encoder_steps, max_points=spec.max_points)
-    if out.is_file() and same_record(out.with_suffix(".spec.json"), dataclasses.asdict(args)):
-        print(f"[track encoder] reusing {out}")
-        return out, 0.0
-    started = time.perf_counter()
-    print(f"[track encoder] python -m integrations.gr1.pretrain_tracks --data {demos} --out {out} --steps {args.steps}: {pretrain(args)}")
-    write_text_atomic(out.with_suffix(".spec.json"), json.dumps(dataclasses.asdict(args)))
-    return out, time.perf_counter() - started
+    return ensure_file(out, dataclasses.asdict(args),
+                       lambda: f"python -m integrations.gr1.pretrain_tracks --data {demos} --out {out} --steps {args.steps}: {pretrain(args)}", "track encoder")
 
 
 def gr1_args(spec: Gr1Spec, demos: Path, out: Path, seed: int, use_tracks: bool, track_encoder: Path | None = None):

@@ -53,6 +53,9 @@ class TrainArgs:
         mixed_precision: ``no``, ``fp16`` or ``bf16`` (accelerate).
         num_workers: data-loader worker processes.
         tracks: condition on ground-truth tracks (the paper's training).
+        track_encoder_init: start the track encoder from weights written by
+            ``python -m integrations.chois.pretrain_tracks`` (pre-trained on ground-truth tracks;
+            ignored on ``--resume``, whose checkpoint holds the encoder).
         save_every: checkpoint interval (steps).
         log_every: tensorboard logging interval (steps).
         resume: continue from ``<out>/checkpoint``.
@@ -75,6 +78,7 @@ class TrainArgs:
     mixed_precision: Literal["no", "fp16", "bf16"] = "no"
     num_workers: int = 0
     tracks: bool = True
+    track_encoder_init: Path | None = None
     save_every: int = 100
     log_every: int = 10
     resume: bool = False
@@ -124,6 +128,12 @@ def run_training(args: TrainArgs) -> tuple[Path, list[float]]:
     else:
         model, state = ChoisModel(config), None
         model.set_normalizer(torch.stack([dataset[i]["motion"] for i in range(len(dataset))]))
+        if args.track_encoder_init is not None:
+            from integrations.chois.pretrain_tracks import load_track_encoder
+
+            if not config.use_tracks:
+                raise ValueError("track_encoder_init was given but this CHOIS preset has no track branch (use_tracks=False)")
+            load_track_encoder(model.denoiser.track_encoder, args.track_encoder_init)
     model.train()
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=args.lr)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(args.lr_schedule, args.warmup_steps, args.steps))

@@ -4,7 +4,8 @@ The track encoder is what turns a frame's future tracks into GR-1's track token.
 with a tiny policy from scratch, it stays close to its initialisation for hundreds of steps,
 because the policy first learns the easy video targets. Here it is trained alone first, on the
 demonstrations' ground-truth tracks, to predict the arm action of the frame the tracks start at
-(the expert's relative TCP motion, GR-1's SmoothL1 x 100 loss) through a linear head. The
+(the expert's relative TCP motion, GR-1's SmoothL1 x 100 loss) through a linear head
+(:func:`track_encoder.pretrain.fit_encoder`). The
 encoder weights are then loaded into the policy (``train.py --track-encoder-init``) and trained
 on with it. Only the demonstrations GR-1 trains on are used.
 
@@ -13,21 +14,19 @@ on with it. Only the demonstrations GR-1 trains on are used.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
 
-from arfm.atomic import atomic_path, write_text_atomic
 from arfm.coords import pixels_to_normalized
 from integrations.gr1.configuration_gr1 import PRESETS
 from integrations.gr1.data import CalvinWindowDataset
 from track_encoder import TrackEncoder
+from track_encoder.pretrain import fit_encoder, load_encoder_weights, save_encoder_weights
+
+WRITTEN_BY = "python -m integrations.gr1.pretrain_tracks"
 
 
 @dataclass
@@ -79,45 +78,19 @@ def pretrain(args: PretrainArgs) -> dict[str, float]:
                                   max_points=args.max_points, image_size=8)  # images unused: keep the cache small
     tracks, actions = track_action_pairs(dataset)
     points = pixels_to_normalized(tracks.float(), config.track_frame_size)  # (M, N, L, 2)
-    target = actions[:, : config.arm_dim]
-    torch.manual_seed(args.seed)
-    encoder = TrackEncoder(config.track_encoder)
-    head = nn.Linear(config.track_encoder.dim, config.arm_dim)
-    params = list(encoder.parameters()) + list(head.parameters())
-    optimizer = torch.optim.AdamW(params, lr=args.lr, weight_decay=1e-4)
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, args.steps)
-    generator = torch.Generator().manual_seed(args.seed)
-    losses = []
-    for _ in range(args.steps):
-        idx = torch.randint(len(points), (args.batch_size,), generator=generator)
-        loss = config.arm_loss_weight * F.smooth_l1_loss(head(encoder(points[idx])), target[idx])
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        schedule.step()
-        losses.append(float(loss))
-    with torch.no_grad():  # the whole set, and the loss of always predicting the mean action
-        full = float(config.arm_loss_weight * F.smooth_l1_loss(head(encoder(points)), target))
-        mean = float(config.arm_loss_weight * F.smooth_l1_loss(target.mean(0).expand_as(target), target))
-    out = Path(args.out)
-    with atomic_path(out) as tmp:
-        save_file({k: v.contiguous() for k, v in encoder.state_dict().items()}, str(tmp))
-    stats = {"frames": len(points), "first_loss": losses[0], "last_loss": float(np.mean(losses[-50:])), "final_loss_all": full,
-             "mean_action_loss": mean}
-    write_text_atomic(out.with_suffix(".json"), json.dumps({"args": args.__dict__, **stats}, indent=1))
+
+    def arm_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:  # GR-1's arm loss
+        return config.arm_loss_weight * F.smooth_l1_loss(pred, target)
+
+    encoder, _, stats = fit_encoder(config.track_encoder, points, actions[:, : config.arm_dim], arm_loss, args.steps, args.batch_size, args.lr, args.seed)
+    stats = {"frames": stats.pop("samples"), **stats, "mean_action_loss": stats.pop("mean_target_loss")}
+    save_encoder_weights(encoder, args.out, {"args": args.__dict__, **stats})
     return stats
 
 
-def load_track_encoder(encoder: TrackEncoder, path: str | Path) -> None:
-    """Load pre-trained weights into ``encoder``; a missing file or mismatched sizes name the file."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"pre-trained track encoder not found: {path} (write it with python -m integrations.gr1.pretrain_tracks)")
-    state = load_file(path)
-    own = encoder.state_dict()
-    if set(state) != set(own) or any(state[k].shape != own[k].shape for k in own):
-        raise ValueError(f"{path} does not hold this track encoder's weights (other sizes?)")
-    encoder.load_state_dict(state)
+def load_track_encoder(encoder: TrackEncoder, path: str) -> None:
+    """Load this module's pre-trained weights into a GR-1 track encoder (errors name the file)."""
+    load_encoder_weights(encoder, path, WRITTEN_BY)
 
 
 if __name__ == "__main__":
