@@ -56,6 +56,8 @@ class ChoisSpec:
         pretrain_track_encoder_steps: steps of pre-training the track encoder alone on the training
             windows' ground-truth tracks (:mod:`integrations.chois.pretrain_tracks`, once, shared
             by every seed) before CHOIS training starts from it; 0: trained jointly from scratch.
+        context_to_frames: add the conditioning vector (text + tracks) to every frame token as well
+            as to the leading token (``ChoisConfig.context_to_frames``; off: CHOIS's layout).
     """
 
     preset: str = "tiny"
@@ -64,6 +66,7 @@ class ChoisSpec:
     lr: float = 1e-3
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     pretrain_track_encoder_steps: int = 0
+    context_to_frames: bool = False
 
     def __post_init__(self) -> None:
         if self.preset not in ("tiny", "base"):
@@ -205,9 +208,11 @@ def ensure_chois(spec: ChoisSpec, data: Path, mocap: Path, out: Path, seed: int,
     from integrations.chois.train import TrainArgs, run_training
 
     args = TrainArgs(preset=spec.preset, data=data, mocap=mocap, out=out, steps=spec.steps, batch_size=spec.batch_size,
-                     lr=spec.lr, tracks=True, save_every=spec.steps, seed=seed, track_encoder_init=track_encoder)
-    # runs recorded before the field existed had no pre-trained encoder: the same record
-    wanted = {k: str(v) for k, v in dataclasses.asdict(args).items() if not (k == "track_encoder_init" and v is None)}
+                     lr=spec.lr, tracks=True, save_every=spec.steps, seed=seed, track_encoder_init=track_encoder,
+                     context_to_frames=spec.context_to_frames)
+    # runs recorded before these fields existed had their defaults: the same record
+    defaults = {"track_encoder_init": None, "context_to_frames": False}
+    wanted = {k: str(v) for k, v in dataclasses.asdict(args).items() if not (k in defaults and v == defaults[k])}
     record = out / "table2_train_args.json"
     if (out / "checkpoint").is_dir() and same_record(record, wanted):
         print(f"[chois seed {seed}] reusing {out / 'checkpoint'}")

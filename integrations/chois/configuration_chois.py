@@ -84,6 +84,10 @@ class ChoisConfig:
         image_size: side of the square camera image the tracks live in (pixels).
         track_encoder: track encoder sizes (paper: ViT-Base); ``num_steps`` must equal
             ``track_horizon + 1`` (the query point followed by the horizon).
+        context_to_frames: also add the conditioning vector (text + tracks) to every frame
+            token, not only to the leading token (CHOIS's layout, the default). Not in either
+            paper: on the embedded data a tiny denoiser ignores what the leading token carries
+            (experiments/RESULTS.md, Table 2), and this gives the tracks a direct path to each frame.
     """
 
     window: int = 120
@@ -120,6 +124,7 @@ class ChoisConfig:
     track_dropout: float = 0.1
     image_size: int = 256
     track_encoder: TrackEncoderConfig = field(default_factory=lambda: TrackEncoderConfig(num_steps=51))
+    context_to_frames: bool = False
 
     def __post_init__(self) -> None:
         if isinstance(self.track_encoder, dict):

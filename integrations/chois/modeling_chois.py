@@ -4,7 +4,9 @@ Per frame the network reads ``[noisy motion (220), object BPS feature (256), mas
 conditions (220)]``, mixes them with a 1x1 convolution to ``d_model`` and prepends a leading token
 ``timestep embedding + text feature (+ track feature)``; a transformer predicts the clean motion x0.
 The track feature enters through a zero-initialised linear layer, so at initialisation (or when
-loading a CHOIS checkpoint without the branch) the output is exactly that of plain CHOIS.
+loading a CHOIS checkpoint without the branch) the output is exactly that of plain CHOIS. With
+``config.context_to_frames`` the same vector is also added to every frame token (not CHOIS's
+layout; see :class:`~integrations.chois.configuration_chois.ChoisConfig`).
 Diffusion: cosine schedule, x0 prediction, ancestral DDPM sampling with guidance on the predicted
 x0 in the last steps (hand-object contact, object above the floor, feet on the floor).
 
@@ -183,6 +185,8 @@ class ChoisDenoiser(nn.Module):
         b, w, _ = x_t.shape
         obj = self.bps_mlp(bps)[:, None].expand(-1, w, -1)  # (B, W, bps_feature_dim)
         h = self.input_proj(torch.cat([x_t, obj, cond], dim=-1).transpose(1, 2)).transpose(1, 2)  # (B, W, D)
+        if self.config.context_to_frames:
+            h = h + context[:, None]
         lead = self.time_embedding(t) + context  # (B, D)
         seq = torch.cat([lead[:, None], h], dim=1)  # (B, 1 + W, D)
         if self.config.variant == "official":

@@ -56,6 +56,8 @@ class TrainArgs:
         track_encoder_init: start the track encoder from weights written by
             ``python -m integrations.chois.pretrain_tracks`` (pre-trained on ground-truth tracks;
             ignored on ``--resume``, whose checkpoint holds the encoder).
+        context_to_frames: add the conditioning vector (text + tracks) to every frame token too
+            (``ChoisConfig.context_to_frames``; off = CHOIS's leading token only).
         save_every: checkpoint interval (steps).
         log_every: tensorboard logging interval (steps).
         resume: continue from ``<out>/checkpoint``.
@@ -79,6 +81,7 @@ class TrainArgs:
     num_workers: int = 0
     tracks: bool = True
     track_encoder_init: Path | None = None
+    context_to_frames: bool = False
     save_every: int = 100
     log_every: int = 10
     resume: bool = False
@@ -116,7 +119,7 @@ def run_training(args: TrainArgs) -> tuple[Path, list[float]]:
     accelerator = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=args.mixed_precision, log_with="tensorboard", project_dir=str(args.out))
     per_process = per_process_batch(args.batch_size, accelerator.num_processes)
     ckpt = args.out / CHECKPOINT_DIR
-    config = PRESETS[args.preset]()
+    config = dataclasses.replace(PRESETS[args.preset](), context_to_frames=args.context_to_frames)
     dataset = FbmWindowDataset(ensure_data(args.data, args.mocap), "train", config, smplx_dir=args.smplx_dir)
     if args.resume and accelerator.is_main_process:
         find_checkpoint(ckpt)  # repairs a save that a kill interrupted (one process: it renames)

@@ -72,6 +72,23 @@ def test_zero_initialised_track_branch_keeps_output(batch: dict):
     assert not torch.allclose(branch(*args, branch.encode_context(batch["caption"], batch["tracks"])), ref)
 
 
+def test_context_to_frames_reaches_each_frame_token_and_keeps_the_weights(batch: dict):
+    torch.manual_seed(0)
+    leading = ChoisModel(tiny_chois_config()).eval()
+    frames = ChoisModel(tiny_chois_config(context_to_frames=True)).eval()
+    frames.load_state_dict(leading.state_dict())  # the same parameters: only where the vector is added differs
+    x, t = torch.randn(4, 40, 220), torch.tensor([0, 5, 10, 19])
+    args = (x, t, leading._inputs(batch["motion"]), batch["bps"])
+    context = leading.denoiser.encode_context(batch["caption"])
+    assert not torch.allclose(frames.denoiser(*args, context), leading.denoiser(*args, context))
+    # a zero context adds nothing anywhere: both layouts agree exactly
+    zero = torch.zeros_like(context)
+    torch.testing.assert_close(frames.denoiser(*args, zero), leading.denoiser(*args, zero), rtol=0, atol=0)
+    # the zero-initialised track branch still changes nothing until it is trained
+    den = frames.denoiser
+    assert torch.equal(den(*args, den.encode_context(batch["caption"], batch["tracks"])), den(*args, context))
+
+
 def test_short_sampling_run(batch: dict):
     torch.manual_seed(0)
     model = ChoisModel(tiny_chois_config()).eval()
@@ -117,8 +134,9 @@ def test_train_resume_and_eval_cli(tmp_path: Path, fbm_root: Path):
     from integrations.chois import eval as chois_eval
     from integrations.chois.train import TrainArgs, run_training
 
-    args = TrainArgs(data=fbm_root, out=tmp_path / "run", steps=3, batch_size=2, save_every=2, log_every=1)
+    args = TrainArgs(data=fbm_root, out=tmp_path / "run", steps=3, batch_size=2, save_every=2, log_every=1, context_to_frames=True)
     ckpt, losses = run_training(args)
+    assert load_checkpoint(ckpt).config.context_to_frames  # the layout is saved with the weights
     assert len(losses) == 3 and all(map(torch.isfinite, torch.tensor(losses)))
     assert load_training_state(ckpt)["step"] == 3
     ckpt, more = run_training(TrainArgs(data=fbm_root, out=tmp_path / "run", steps=5, batch_size=2, resume=True))
