@@ -44,7 +44,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # sibling module when 
 from stages import ARFM_PLACEHOLDER, SLUG, ensure_file, load_config, merge_timings, resolve, same_record, slug  # noqa: E402
 
 
-
 @dataclass
 class ChoisSpec:
     """CHOIS training, identical for every seed.
