@@ -25,6 +25,13 @@ def same_record(path: Path, wanted: dict) -> bool:
     return path.is_file() and json.loads(path.read_text()) == wanted
 
 
+def require_positive(spec: Any, *names: str) -> None:
+    """Raise naming the first of a spec's ``names`` fields below 1 (sizes, steps, counts)."""
+    for name in names:
+        if getattr(spec, name) < 1:
+            raise ValueError(f"invalid {type(spec).__name__} field '{name}': must be >= 1, got {getattr(spec, name)}")
+
+
 def ensure_file(out: Path, record: dict, make: Callable[[], object], stage: str) -> tuple[Path, float]:
     """A stage that writes one file: reuse ``out`` when ``<out>.spec.json`` holds ``record``,
     otherwise call ``make`` (which writes ``out``; what it returns is printed) and record it.

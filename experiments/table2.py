@@ -41,7 +41,7 @@ if str(REPO) not in sys.path:  # run as a script: make `integrations` importable
 from arfm.evaluation.report import write_text_atomic  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # sibling module when loaded by path
-from stages import ARFM_PLACEHOLDER, SLUG, ensure_file, load_config, merge_timings, resolve, same_record, slug  # noqa: E402
+from stages import ARFM_PLACEHOLDER, SLUG, ensure_file, load_config, merge_timings, require_positive, resolve, same_record, slug  # noqa: E402
 
 
 @dataclass
@@ -70,9 +70,7 @@ class ChoisSpec:
     def __post_init__(self) -> None:
         if self.preset not in ("tiny", "base"):
             raise ValueError(f"invalid ChoisSpec field 'preset': 'tiny' or 'base', got {self.preset!r}")
-        for name in ("steps", "batch_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"invalid ChoisSpec field '{name}': must be >= 1, got {getattr(self, name)}")
+        require_positive(self, "steps", "batch_size")
         if self.pretrain_track_encoder_steps < 0:
             raise ValueError(f"invalid ChoisSpec field 'pretrain_track_encoder_steps': must be >= 0, got {self.pretrain_track_encoder_steps}")
         if not self.seeds or len(set(self.seeds)) != len(self.seeds):
@@ -96,9 +94,7 @@ class ArfmSpec:
     camera_every: int = 40
 
     def __post_init__(self) -> None:
-        for name in ("steps", "num_points", "batch_size", "camera_every"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"invalid ArfmSpec field '{name}': must be >= 1, got {getattr(self, name)}")
+        require_positive(self, "steps", "num_points", "batch_size", "camera_every")
 
 
 @dataclass

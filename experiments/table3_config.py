@@ -8,7 +8,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from stages import load_config, slug
+from stages import load_config, require_positive, slug
 
 PLAIN_ROW = "GR-1 (trained without tracks)"
 
@@ -42,9 +42,7 @@ class DemoSpec:
     def __post_init__(self) -> None:
         if self.task_set not in ("classic", "calvin"):
             raise ValueError(f"invalid DemoSpec field 'task_set': 'classic' or 'calvin', got {self.task_set!r}")
-        for name in ("episodes", "tasks_per_episode", "num_points"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"invalid DemoSpec field '{name}': must be >= 1, got {getattr(self, name)}")
+        require_positive(self, "episodes", "tasks_per_episode", "num_points")
         if self.heldout_episodes < 0:
             raise ValueError(f"invalid DemoSpec field 'heldout_episodes': must be >= 0, got {self.heldout_episodes}")
 
@@ -77,9 +75,7 @@ class ArfmSpec:
     def __post_init__(self) -> None:
         if self.labels not in ("sim", "lk"):
             raise ValueError(f"invalid ArfmSpec field 'labels': 'sim' or 'lk', got {self.labels!r}")
-        for name in ("steps", "horizon", "num_points", "batch_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"invalid ArfmSpec field '{name}': must be >= 1, got {getattr(self, name)}")
+        require_positive(self, "steps", "horizon", "num_points", "batch_size")
 
 
 @dataclass
@@ -113,9 +109,7 @@ class Gr1Spec:
     gripper_loss_weight: float | None = None
 
     def __post_init__(self) -> None:
-        for name in ("steps", "batch_size", "max_points"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"invalid Gr1Spec field '{name}': must be >= 1, got {getattr(self, name)}")
+        require_positive(self, "steps", "batch_size", "max_points")
         if self.track_dropout is not None and not 0.0 <= self.track_dropout <= 1.0:
             raise ValueError(f"invalid Gr1Spec field 'track_dropout': must be in [0, 1], got {self.track_dropout}")
         if self.diagnostic_windows < 0 or self.pretrain_track_encoder_steps < 0:
